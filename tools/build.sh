@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Builds the CRI peer tools pinned in tools/go.mod into <repo>/bin:
+#   bin/crictl  - sigs.k8s.io/cri-tools/cmd/crictl
+#   bin/critest - sigs.k8s.io/cri-tools/cmd/critest (a ginkgo test binary)
+# Usage: tools/build.sh [crictl|critest]...   (default: both)
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+out="${BIN_DIR:-$here/../bin}"
+mkdir -p "$out"
+out="$(cd "$out" && pwd)"
+cd "$here"
+targets=("$@")
+[ ${#targets[@]} -eq 0 ] && targets=(crictl critest)
+for t in "${targets[@]}"; do
+	case "$t" in
+	crictl) go build -o "$out/crictl" sigs.k8s.io/cri-tools/cmd/crictl ;;
+	critest) go test -c -o "$out/critest" sigs.k8s.io/cri-tools/cmd/critest ;;
+	*) echo "unknown tool: $t" >&2; exit 2 ;;
+	esac
+	echo "built $out/$t"
+done
