@@ -1,0 +1,78 @@
+package proxy
+
+import (
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func TestListen(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "run", "cri-guard.sock")
+
+	l, err := Listen("unix://"+sock, 0o660, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi, _ := os.Stat(filepath.Dir(sock)); fi.Mode().Perm() != 0o750 {
+		t.Errorf("directory mode %v, want 0750", fi.Mode().Perm())
+	}
+	if fi, _ := os.Stat(sock); fi.Mode().Perm() != 0o660 {
+		t.Errorf("socket mode %v, want 0660", fi.Mode().Perm())
+	}
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+
+	// A live server keeps its socket.
+	if _, err := Listen(sock, 0o660, -1); !errors.Is(err, ErrSocketInUse) {
+		t.Fatalf("second Listen on a live socket: got %v, want ErrSocketInUse", err)
+	}
+
+	// A stale socket is replaced. Leave the file behind the way a killed
+	// process does.
+	l.(*net.UnixListener).SetUnlinkOnClose(false)
+	l.Close()
+	if _, err := os.Stat(sock); err != nil {
+		t.Fatalf("stale socket missing: %v", err)
+	}
+	l2, err := Listen(sock, 0o600, os.Getgid())
+	if err != nil {
+		t.Fatalf("Listen over a stale socket: %v", err)
+	}
+	l2.Close()
+	if fi, err := os.Stat(sock); err == nil {
+		t.Errorf("closing the listener left %v", fi.Mode())
+	}
+}
+
+func TestListenRefuses(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "not-a-socket")
+	os.WriteFile(file, []byte("keep me"), 0o644)
+	for name, tc := range map[string]struct {
+		endpoint, want string
+	}{
+		"regular file": {file, file + " exists and is not a socket; refusing to remove it"},
+		"relative":     {"unix://run/x.sock", `endpoint "unix://run/x.sock": the socket path must be absolute`},
+		"tcp":          {"tcp://127.0.0.1:1", `endpoint "tcp://127.0.0.1:1": only unix:// endpoints are supported`},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := Listen(tc.endpoint, 0o660, -1)
+			if err == nil || err.Error() != tc.want {
+				t.Errorf("got %v, want %q", err, tc.want)
+			}
+		})
+	}
+	if b, _ := os.ReadFile(file); string(b) != "keep me" {
+		t.Error("the regular file was changed")
+	}
+}

@@ -1,0 +1,177 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/credentials/insecure"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// Server relays CRI calls from its listeners to one upstream runtime.
+type Server struct {
+	upstream string
+	opts     options
+	unary    map[string]bool // methods known to be unary: relayed without a goroutine
+	grpc     *grpc.Server
+	conn     *grpc.ClientConn
+
+	mu     sync.Mutex
+	closed bool
+}
+
+// New returns a Server that forwards to upstream, a gRPC target such as
+// "unix:///run/containerd/containerd.sock". It does not connect yet: the
+// runtime may be down, and calls made meanwhile fail with Unavailable.
+func New(upstream string, opts ...Option) (*Server, error) {
+	o := options{
+		maxMsgSize:   DefaultMaxMsgSize,
+		interceptors: map[string]Interceptor{},
+		logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
+		backoffMax:   time.Second,
+	}
+	for _, opt := range opts {
+		if err := opt(&o); err != nil {
+			return nil, fmt.Errorf("proxy option: %w", err)
+		}
+	}
+	dopts := []grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithSharedWriteBuffer(true),
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff: backoff.Config{
+				BaseDelay:  50 * time.Millisecond,
+				Multiplier: 1.6,
+				Jitter:     0.2,
+				MaxDelay:   o.backoffMax,
+			},
+			MinConnectTimeout: 5 * time.Second,
+		}),
+		grpc.WithDefaultCallOptions(
+			grpc.ForceCodecV2(rawCodec{}),
+			grpc.MaxCallRecvMsgSize(o.maxMsgSize),
+			grpc.MaxCallSendMsgSize(o.maxMsgSize),
+		),
+	}
+	if o.dialer != nil {
+		dopts = append(dopts, grpc.WithContextDialer(o.dialer))
+	}
+	conn, err := grpc.NewClient(upstream, dopts...)
+	if err != nil {
+		return nil, fmt.Errorf("upstream %q: %w", upstream, err)
+	}
+	s := &Server{
+		upstream: upstream,
+		opts:     o,
+		unary:    unaryMethods(),
+		conn:     conn,
+	}
+	s.grpc = grpc.NewServer(
+		grpc.ForceServerCodecV2(rawCodec{}),
+		grpc.UnknownServiceHandler(s.handle),
+		grpc.MaxRecvMsgSize(o.maxMsgSize),
+		grpc.MaxSendMsgSize(o.maxMsgSize),
+		grpc.SharedWriteBuffer(true),
+	)
+	return s, nil
+}
+
+// unaryMethods lists the unary methods of CRI v1. Any other method, known or
+// not, is relayed as a stream, which is correct for every kind of call.
+func unaryMethods() map[string]bool {
+	m := map[string]bool{}
+	for _, sd := range []grpc.ServiceDesc{runtimeapi.RuntimeService_ServiceDesc, runtimeapi.ImageService_ServiceDesc} {
+		for _, md := range sd.Methods {
+			m["/"+sd.ServiceName+"/"+md.MethodName] = true
+		}
+	}
+	return m
+}
+
+// Serve accepts connections on l until Shutdown or Close. It always returns
+// a non-nil error: ErrServerClosed after a stop.
+func (s *Server) Serve(l net.Listener) error {
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
+		return ErrServerClosed
+	}
+	// Start connecting now, so that the first call need not wait.
+	s.conn.Connect()
+	err := s.grpc.Serve(l)
+	if errors.Is(err, grpc.ErrServerStopped) || s.isClosed() {
+		return ErrServerClosed
+	}
+	return err
+}
+
+func (s *Server) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+func (s *Server) markClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	was := s.closed
+	s.closed = true
+	return was
+}
+
+// Shutdown stops accepting calls and waits for the calls in flight. When ctx
+// ends first, the remaining calls are cancelled (their callers see
+// Unavailable or Canceled) and ctx's error is returned. Streams such as
+// GetContainerEvents never end by themselves, so give ctx a deadline.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.markClosed()
+	done := make(chan struct{})
+	go func() {
+		s.grpc.GracefulStop()
+		close(done)
+	}()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		s.grpc.Stop()
+		<-done
+		err = ctx.Err()
+	}
+	return errors.Join(err, s.conn.Close())
+}
+
+// Close stops at once: listeners close and calls in flight are cancelled.
+func (s *Server) Close() error {
+	if s.markClosed() {
+		return nil
+	}
+	s.grpc.Stop()
+	return s.conn.Close()
+}
+
+// Upstream is the runtime's target, as given to New.
+func (s *Server) Upstream() string { return s.upstream }
+
+// UpstreamState is the state of the connection to the runtime.
+func (s *Server) UpstreamState() connectivity.State { return s.conn.GetState() }
+
+// CheckUpstream asks the runtime for its Version: a runtime that answers is
+// ready.
+func (s *Server) CheckUpstream(ctx context.Context) (*runtimeapi.VersionResponse, error) {
+	resp, err := runtimeapi.NewRuntimeServiceClient(s.conn).Version(ctx, &runtimeapi.VersionRequest{})
+	if err != nil {
+		return nil, s.upstreamError(err)
+	}
+	return resp, nil
+}
