@@ -1,0 +1,286 @@
+package policy
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Mode says what happens to a container whose memory limit is below the
+// floor.
+type Mode string
+
+const (
+	// ModeReject refuses the call. It is the default.
+	ModeReject Mode = "reject"
+	// ModeRaise sets the container's limit to the floor, never above the
+	// pod's own limit. A pod sandbox cannot be raised: cri-guard does not
+	// write cgroups, so a pod below the floor is refused.
+	ModeRaise Mode = "raise"
+	// ModeAudit forwards the call unchanged; the decision is logged and
+	// counted.
+	ModeAudit Mode = "audit"
+)
+
+// SkipAnnotation exempts a pod when set to "true".
+const SkipAnnotation = "cri-guard.io/skip"
+
+// Floors are the smallest memory limits, in bytes, with which a pod sandbox
+// and a container can start. Zero means no floor.
+type Floors struct {
+	Sandbox   int64
+	Container int64
+}
+
+// Config is the node's policy.
+type Config struct {
+	Mode   Mode
+	Floors Floors
+	// Handlers overrides Floors per runtime handler; a zero field keeps the
+	// default.
+	Handlers map[string]Floors
+	// ExemptNamespaces are never checked.
+	ExemptNamespaces []string
+	// FailClosed refuses calls whose pod limit cannot be known. By default
+	// they pass.
+	FailClosed bool
+}
+
+// Method is one of the intercepted CRI methods.
+type Method string
+
+const (
+	RunPodSandbox             Method = "RunPodSandbox"
+	UpdatePodSandboxResources Method = "UpdatePodSandboxResources"
+	CreateContainer           Method = "CreateContainer"
+	UpdateContainerResources  Method = "UpdateContainerResources"
+)
+
+// Pod identifies the pod a call is about.
+type Pod struct {
+	Namespace, Name, UID string
+	RuntimeHandler       string
+	Labels, Annotations  map[string]string
+}
+
+// LimitState says what is known of a memory limit.
+type LimitState int
+
+const (
+	// Unknown: the limit could not be read.
+	Unknown LimitState = iota
+	// Unlimited: no limit is set.
+	Unlimited
+	// Limited: the limit is Memory.Bytes, which may be 0.
+	Limited
+)
+
+// Memory is a memory limit as the node holds it.
+type Memory struct {
+	State LimitState
+	Bytes int64
+	// Why is set when State is Unknown: what went wrong reading it.
+	Why string
+}
+
+// Request is one intercepted call, with its facts.
+type Request struct {
+	Method    Method
+	Pod       Pod
+	Container string // CreateContainer and UpdateContainerResources
+	// PodLimit is the pod-level memory limit that the call asks for
+	// (PodSandboxConfig.Linux.Resources, UpdatePodSandboxResources); 0 when
+	// the kubelet did not say. It is a hint.
+	PodLimit int64
+	// Overhead is the pod overhead that the kubelet reported, a hint.
+	Overhead int64
+	// ContainerLimit is the container's memory limit in the request; 0
+	// when unset.
+	ContainerLimit int64
+	// PodCgroup is the pod cgroup's limit as the node holds it: the truth.
+	PodCgroup Memory
+}
+
+// Action is what to do with a call.
+type Action string
+
+const (
+	Allow  Action = "allow"
+	Reject Action = "reject"
+	Raise  Action = "raise"
+	Audit  Action = "audit"
+)
+
+// Reason says why, in a word fit for a metric label.
+type Reason string
+
+const (
+	ReasonWithinFloor      Reason = "within-floor"
+	ReasonNoLimit          Reason = "no-limit"
+	ReasonExempt           Reason = "exempt"
+	ReasonLimitUnknown     Reason = "limit-unknown"
+	ReasonNegativeLimit    Reason = "negative-limit"
+	ReasonSandboxBelow     Reason = "sandbox-below-floor"
+	ReasonContainerBelow   Reason = "container-below-floor"
+	ReasonPodBelowForRaise Reason = "pod-below-floor"
+)
+
+// Decision is the outcome for one call.
+type Decision struct {
+	Action Action
+	Reason Reason
+	// Floor is the floor that applied, in bytes.
+	Floor int64
+	// Limit is the container's new limit when Action is Raise.
+	Limit int64
+	// Message is for the person who owns the pod; empty on a plain Allow.
+	Message string
+}
+
+// FloorsFor returns the floors for a runtime handler.
+func (c *Config) FloorsFor(handler string) Floors {
+	f := c.Floors
+	if h, ok := c.Handlers[handler]; ok {
+		if h.Sandbox != 0 {
+			f.Sandbox = h.Sandbox
+		}
+		if h.Container != 0 {
+			f.Container = h.Container
+		}
+	}
+	return f
+}
+
+func (c *Config) exempt(p Pod) bool {
+	if strings.EqualFold(p.Annotations[SkipAnnotation], "true") {
+		return true
+	}
+	for _, ns := range c.ExemptNamespaces {
+		if ns == p.Namespace {
+			return true
+		}
+	}
+	return false
+}
+
+// Decide applies the policy to one call.
+func (c *Config) Decide(r Request) Decision {
+	if c.exempt(r.Pod) {
+		return Decision{Action: Allow, Reason: ReasonExempt}
+	}
+	floors := c.FloorsFor(r.Pod.RuntimeHandler)
+	switch r.Method {
+	case CreateContainer, UpdateContainerResources:
+		return c.decideContainer(r, floors.Container)
+	default:
+		return c.decidePod(r, floors.Sandbox)
+	}
+}
+
+// podLimit is the pod's limit: the cgroup where it can be read, else the
+// request's hint.
+func podLimit(r Request) Memory {
+	if r.Method == UpdatePodSandboxResources && r.PodLimit > 0 {
+		// The request is the limit the pod is being resized to.
+		return Memory{State: Limited, Bytes: r.PodLimit}
+	}
+	if r.PodCgroup.State != Unknown {
+		return r.PodCgroup
+	}
+	if r.PodLimit > 0 {
+		return Memory{State: Limited, Bytes: r.PodLimit}
+	}
+	return r.PodCgroup
+}
+
+func (c *Config) decidePod(r Request, floor int64) Decision {
+	lim := podLimit(r)
+	switch {
+	case lim.State == Unlimited:
+		return Decision{Action: Allow, Reason: ReasonNoLimit, Floor: floor}
+	case lim.State == Unknown && c.FailClosed:
+		return Decision{Action: Reject, Reason: ReasonLimitUnknown, Floor: floor,
+			Message: fmt.Sprintf("%s: cri-guard cannot read the pod's memory limit (%s) and is set to fail closed; ask the node's administrator", podName(r), lim.Why)}
+	case lim.State == Unknown:
+		return Decision{Action: Allow, Reason: ReasonLimitUnknown, Floor: floor}
+	case floor == 0 || lim.Bytes >= floor:
+		return Decision{Action: Allow, Reason: ReasonWithinFloor, Floor: floor}
+	}
+	asked := lim.Bytes
+	if r.PodLimit > 0 {
+		asked = r.PodLimit // the kernel rounds down to pages; say what was asked
+	}
+	msg := fmt.Sprintf("%s: memory limit %s is below the %s minimum needed to start the pod sandbox%s",
+		podName(r), limitText(asked, r.PodLimit == 0), Quantity(floor), advice(asked, floor))
+	d := Decision{Action: Reject, Reason: ReasonSandboxBelow, Floor: floor, Message: msg}
+	if c.Mode == ModeAudit {
+		d.Action = Audit
+	}
+	return d
+}
+
+func (c *Config) decideContainer(r Request, floor int64) Decision {
+	v := r.ContainerLimit
+	switch {
+	case v < 0:
+		// runc reads -1 as "no limit"; the runtime validates the rest.
+		return Decision{Action: Allow, Reason: ReasonNegativeLimit, Floor: floor}
+	case v == 0:
+		return Decision{Action: Allow, Reason: ReasonNoLimit, Floor: floor}
+	case floor == 0 || v >= floor:
+		return Decision{Action: Allow, Reason: ReasonWithinFloor, Floor: floor}
+	}
+	who := fmt.Sprintf("%s, container %s", podName(r), orUnknown(r.Container))
+	below := fmt.Sprintf("%s: memory limit %s is below the %s minimum needed to start a container",
+		who, Bytes(v), Quantity(floor))
+	switch c.Mode {
+	case ModeAudit:
+		return Decision{Action: Audit, Reason: ReasonContainerBelow, Floor: floor, Message: below + advice(v, floor)}
+	case ModeRaise:
+		pod := podLimit(r)
+		if pod.State == Limited && pod.Bytes < floor {
+			return Decision{Action: Reject, Reason: ReasonPodBelowForRaise, Floor: floor,
+				Message: fmt.Sprintf("%s, and cannot be raised because the pod's own memory limit is %s%s",
+					below, Bytes(pod.Bytes), advice(v, floor))}
+		}
+		return Decision{Action: Raise, Reason: ReasonContainerBelow, Floor: floor, Limit: floor,
+			Message: fmt.Sprintf("%s; raised to %s", below, Quantity(floor))}
+	default:
+		return Decision{Action: Reject, Reason: ReasonContainerBelow, Floor: floor, Message: below + advice(v, floor)}
+	}
+}
+
+func podName(r Request) string {
+	return "pod " + orUnknown(r.Pod.Namespace) + "/" + orUnknown(r.Pod.Name)
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "<unnamed>"
+	}
+	return s
+}
+
+// limitText says a limit; fromCgroup marks a value read back from the pod
+// cgroup, which the kernel has rounded down to whole pages.
+func limitText(b int64, fromCgroup bool) string {
+	if fromCgroup && b < 4*KiB {
+		return fmt.Sprintf("%s (the pod cgroup's limit; the kernel rounds limits below one page down to 0)", Bytes(b))
+	}
+	return Bytes(b)
+}
+
+// advice suggests a fix for a limit below the floor, but only a plausible
+// one.
+func advice(b, floor int64) string {
+	switch {
+	case b == 1:
+		// 500m of memory is half a byte: the kubelet rounds it up to 1.
+		return `; the "m" suffix means thousandths, so a limit such as 500m is half a byte (rounded up to 1 byte): did you mean Mi, as in 500Mi?`
+	case b < MiB && b*MiB >= floor:
+		return fmt.Sprintf("; a memory quantity without a unit is bytes, did you mean %dMi?", b)
+	case b < MiB:
+		return fmt.Sprintf("; a memory quantity without a unit is bytes: give the limit in Mi or Gi, at least %s", Quantity(floor))
+	default:
+		return fmt.Sprintf("; set the memory limit to at least %s", Quantity(floor))
+	}
+}
