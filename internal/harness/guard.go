@@ -1,0 +1,175 @@
+package harness
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+)
+
+const guardStopTimeout = 10 * time.Second
+
+// GuardOptions configures StartGuard.
+type GuardOptions struct {
+	Binary   string    // path to the cri-guard binary (see BuildGuard); required
+	Upstream string    // upstream CRI endpoint, e.g. Runtime.Endpoint; required
+	Dir      string    // directory for the listening socket; required
+	Args     []string  // extra arguments after the standard ones
+	Log      io.Writer // also receives the process output (nil: only Logs)
+}
+
+// Guard is a running `cri-guard serve` process.
+type Guard struct {
+	Socket   string // listening socket path
+	Endpoint string // "unix://" + Socket
+	Cmd      *exec.Cmd
+	CRI      *CRIClient // client connected to Endpoint, closed by Stop
+
+	out      *syncBuffer
+	exited   chan struct{}
+	stopOnce sync.Once
+	stopErr  error
+}
+
+// StartGuard runs
+//
+//	<Binary> serve --listen unix://<Dir>/cri-guard.sock --upstream <Upstream> <Args...>
+//
+// and waits (up to 30 s) until CRI Version answers through it. On error the
+// process is stopped and the error includes its output.
+func StartGuard(ctx context.Context, opts GuardOptions) (*Guard, error) {
+	if opts.Binary == "" || opts.Upstream == "" || opts.Dir == "" {
+		return nil, errors.New("start cri-guard: Binary, Upstream and Dir are required")
+	}
+	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("start cri-guard: %w", err)
+	}
+	sock := filepath.Join(opts.Dir, "cri-guard.sock")
+	if len(sock) > maxSockPath {
+		return nil, fmt.Errorf("start cri-guard: socket path %q too long", sock)
+	}
+	g := &Guard{
+		Socket:   sock,
+		Endpoint: "unix://" + sock,
+		out:      &syncBuffer{},
+		exited:   make(chan struct{}),
+	}
+	args := append([]string{"serve", "--listen", g.Endpoint, "--upstream", opts.Upstream}, opts.Args...)
+	cmd := exec.Command(opts.Binary, args...)
+	var w io.Writer = g.out
+	if opts.Log != nil {
+		w = io.MultiWriter(g.out, opts.Log)
+	}
+	cmd.Stdout = w
+	cmd.Stderr = w
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start cri-guard: %w", err)
+	}
+	g.Cmd = cmd
+	go func() {
+		cmd.Wait() //nolint:errcheck // reported through ProcessState
+		close(g.exited)
+	}()
+	fail := func(err error) (*Guard, error) {
+		serr := g.Stop()
+		return nil, errors.Join(fmt.Errorf("start cri-guard: %w\noutput:\n%s", err, g.Logs()), serr)
+	}
+	c, err := DialCRI(g.Endpoint)
+	if err != nil {
+		return fail(err)
+	}
+	g.CRI = c
+	wctx, cancel := context.WithTimeout(ctx, startTimeout)
+	defer cancel()
+	if _, err := WaitForCRI(wctx, c, g.exited); err != nil {
+		return fail(err)
+	}
+	return g, nil
+}
+
+// Logs returns everything the process has written so far.
+func (g *Guard) Logs() string { return g.out.String() }
+
+// Exited is closed when the process has exited.
+func (g *Guard) Exited() <-chan struct{} { return g.exited }
+
+// Stop sends SIGTERM, waits up to 10 s, then SIGKILLs. It returns an error
+// if the process had to be killed or exited with a failure status. It is
+// safe to call more than once.
+func (g *Guard) Stop() error {
+	g.stopOnce.Do(func() { g.stopErr = g.stop() })
+	return g.stopErr
+}
+
+func (g *Guard) stop() error {
+	var errs []error
+	if g.CRI != nil {
+		errs = append(errs, g.CRI.Close())
+	}
+	if g.Cmd == nil || g.Cmd.Process == nil {
+		return errors.Join(errs...)
+	}
+	if !isClosed(g.exited) {
+		if err := g.Cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
+			errs = append(errs, fmt.Errorf("stop cri-guard: %w", err))
+		}
+		select {
+		case <-g.exited:
+		case <-time.After(guardStopTimeout):
+			g.Cmd.Process.Kill() //nolint:errcheck
+			<-g.exited
+			errs = append(errs, fmt.Errorf("stop cri-guard: no exit %s after SIGTERM, killed", guardStopTimeout))
+		}
+	}
+	if st := g.Cmd.ProcessState; st != nil && !st.Success() {
+		if ws, ok := st.Sys().(syscall.WaitStatus); !ok || !(ws.Signaled() && ws.Signal() == syscall.SIGTERM) {
+			errs = append(errs, fmt.Errorf("stop cri-guard: %s", st))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// BuildGuard runs `go build -o <outDir>/cri-guard ./cmd/cri-guard` in
+// repoRoot and returns the binary's path.
+func BuildGuard(ctx context.Context, repoRoot, outDir string) (string, error) {
+	out, err := filepath.Abs(filepath.Join(outDir, "cri-guard"))
+	if err != nil {
+		return "", fmt.Errorf("build cri-guard: %w", err)
+	}
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		goBin = "/usr/local/go/bin/go"
+	}
+	cmd := exec.CommandContext(ctx, goBin, "build", "-o", out, "./cmd/cri-guard")
+	cmd.Dir = repoRoot
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build cri-guard: %w: %s", err, bytes.TrimSpace(b))
+	}
+	return out, nil
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent writes and reads.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
