@@ -163,6 +163,10 @@ func (s *Server) Close() error {
 // Upstream is the runtime's target, as given to New.
 func (s *Server) Upstream() string { return s.upstream }
 
+// Conn is the connection to the runtime, for calls that cri-guard makes
+// itself, such as looking up a container's pod. It encodes proto messages.
+func (s *Server) Conn() grpc.ClientConnInterface { return s.conn }
+
 // UpstreamState is the state of the connection to the runtime.
 func (s *Server) UpstreamState() connectivity.State { return s.conn.GetState() }
 

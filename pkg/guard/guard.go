@@ -1,0 +1,197 @@
+package guard
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync/atomic"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/cri-guard/cri-guard/pkg/facts"
+	"github.com/cri-guard/cri-guard/pkg/policy"
+	"github.com/cri-guard/cri-guard/pkg/proxy"
+)
+
+// MemoryReader reads a pod cgroup's memory facts; facts.Reader is one.
+type MemoryReader interface {
+	Memory(cgroupParent string) (facts.Memory, error)
+}
+
+// Recorder is told about every decision that is not a plain allow. It must
+// not block.
+type Recorder func(in policy.Request, d policy.Decision)
+
+// Guard holds what the interceptors share. Its policy can be swapped at any
+// time (SetPolicy); a call in flight keeps the policy it started with.
+type Guard struct {
+	policy  atomic.Pointer[policy.Config]
+	facts   MemoryReader
+	runtime runtimeapi.RuntimeServiceClient
+	log     *slog.Logger
+	record  Recorder
+}
+
+// Options configure a Guard.
+type Options struct {
+	Policy *policy.Config
+	Facts  MemoryReader
+	// Runtime is used to find the pod of a container on
+	// UpdateContainerResources, and the runtime handler of a pod. It may
+	// be set later with SetRuntime, but before the first call.
+	Runtime runtimeapi.RuntimeServiceClient
+	Logger  *slog.Logger
+	Record  Recorder
+}
+
+// New returns a Guard.
+func New(o Options) (*Guard, error) {
+	if o.Policy == nil {
+		return nil, errors.New("guard: no policy")
+	}
+	if o.Facts == nil {
+		o.Facts = facts.Reader{}
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	g := &Guard{facts: o.Facts, runtime: o.Runtime, log: o.Logger, record: o.Record}
+	g.policy.Store(o.Policy)
+	return g, nil
+}
+
+// SetPolicy replaces the policy; the next call uses it.
+func (g *Guard) SetPolicy(p *policy.Config) { g.policy.Store(p) }
+
+// Policy is the policy in force.
+func (g *Guard) Policy() *policy.Config { return g.policy.Load() }
+
+// SetRuntime sets the client used for lookups.
+func (g *Guard) SetRuntime(rs runtimeapi.RuntimeServiceClient) { g.runtime = rs }
+
+// Interceptors returns the handlers to register with the proxy.
+func (g *Guard) Interceptors() []proxy.Interceptor {
+	return []proxy.Interceptor{
+		proxy.Unary(runtimeapi.RuntimeService_RunPodSandbox_FullMethodName, g.RunPodSandbox),
+		proxy.Unary(runtimeapi.RuntimeService_CreateContainer_FullMethodName, g.CreateContainer),
+		proxy.Unary(runtimeapi.RuntimeService_UpdateContainerResources_FullMethodName, g.UpdateContainerResources),
+		proxy.Unary(runtimeapi.RuntimeService_UpdatePodSandboxResources_FullMethodName, g.UpdatePodSandboxResources),
+	}
+}
+
+// decide asks the policy and reports what it said.
+func (g *Guard) decide(ctx context.Context, pol *policy.Config, in policy.Request) policy.Decision {
+	d := pol.Decide(in)
+	if d.Action == policy.Allow && d.Reason != policy.ReasonLimitUnknown {
+		return d
+	}
+	level := slog.LevelInfo
+	if d.Action == policy.Allow {
+		level = slog.LevelWarn // failing open
+	}
+	g.log.Log(ctx, level, "policy decision",
+		"method", string(in.Method), "namespace", in.Pod.Namespace, "pod", in.Pod.Name, "uid", in.Pod.UID,
+		"container", in.Container, "action", string(d.Action), "reason", string(d.Reason),
+		"limit", limitOf(in), "floor", d.Floor, "message", d.Message, "facts", in.PodCgroup.Why)
+	if g.record != nil {
+		g.record(in, d)
+	}
+	return d
+}
+
+func limitOf(in policy.Request) int64 {
+	switch in.Method {
+	case policy.CreateContainer, policy.UpdateContainerResources:
+		return in.ContainerLimit
+	}
+	if in.PodCgroup.State == policy.Limited {
+		return in.PodCgroup.Bytes
+	}
+	return in.PodLimit
+}
+
+// refuse is the error the kubelet sees for a rejected call. InvalidArgument:
+// the same request can never succeed on this node; the pod spec must
+// change.
+func refuse(d policy.Decision) error {
+	return status.Error(codes.InvalidArgument, d.Message)
+}
+
+// podCgroup reads the pod cgroup's limit. A path that tries to leave the
+// cgroup root is an error for the caller; anything else that goes wrong
+// makes the limit Unknown.
+func (g *Guard) podCgroup(parent string) (policy.Memory, error) {
+	if parent == "" {
+		return policy.Memory{State: policy.Unknown, Why: "the request names no cgroup parent"}, nil
+	}
+	m, err := g.facts.Memory(parent)
+	switch {
+	case errors.Is(err, facts.ErrEscape), errors.Is(err, facts.ErrBadPath):
+		return policy.Memory{}, err
+	case err != nil:
+		return policy.Memory{State: policy.Unknown, Why: err.Error()}, nil
+	case m.Unlimited:
+		return policy.Memory{State: policy.Unlimited}, nil
+	default:
+		return policy.Memory{State: policy.Limited, Bytes: m.Limit}, nil
+	}
+}
+
+func podOf(cfg *runtimeapi.PodSandboxConfig, handler string) policy.Pod {
+	md := cfg.GetMetadata()
+	return policy.Pod{
+		Namespace:      md.GetNamespace(),
+		Name:           md.GetName(),
+		UID:            md.GetUid(),
+		RuntimeHandler: handler,
+		Labels:         cfg.GetLabels(),
+		Annotations:    cfg.GetAnnotations(),
+	}
+}
+
+func badCgroupParent(pod policy.Pod, parent string, err error) error {
+	return status.Errorf(codes.InvalidArgument, "cri-guard: pod %s/%s: cgroup parent %q refused: %v", pod.Namespace, pod.Name, parent, err)
+}
+
+// below reports whether a set limit is under the largest floor of pol, the
+// cheap test that spares a lookup for every ordinary call.
+func below(pol *policy.Config, limit int64, sandbox bool) bool {
+	if limit <= 0 {
+		return false
+	}
+	max := pol.Floors.Container
+	if sandbox {
+		max = pol.Floors.Sandbox
+	}
+	for _, f := range pol.Handlers {
+		v := f.Container
+		if sandbox {
+			v = f.Sandbox
+		}
+		if v > max {
+			max = v
+		}
+	}
+	return limit < max
+}
+
+// sandboxInfo asks the runtime for a pod's identity and handler.
+func (g *Guard) sandboxInfo(ctx context.Context, id string) (policy.Pod, error) {
+	if g.runtime == nil {
+		return policy.Pod{}, errors.New("no runtime client for lookups")
+	}
+	resp, err := g.runtime.PodSandboxStatus(ctx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: id})
+	if err != nil {
+		return policy.Pod{}, fmt.Errorf("pod sandbox %s: %w", id, err)
+	}
+	st := resp.GetStatus()
+	md := st.GetMetadata()
+	return policy.Pod{
+		Namespace: md.GetNamespace(), Name: md.GetName(), UID: md.GetUid(),
+		RuntimeHandler: st.GetRuntimeHandler(), Labels: st.GetLabels(), Annotations: st.GetAnnotations(),
+	}, nil
+}
