@@ -107,12 +107,12 @@ func (r *Runtime) close() error {
 	add(r.removeNetns(), "remove network namespaces")
 	add(r.removeBridge(), "remove bridge")
 	add(r.removeCgroups(), "remove cgroups")
+	if r.subnetLock != nil {
+		r.subnetLock.Close()
+	}
 	add(r.removeHostFiles(), "remove host files")
 	if r.Registry != nil {
 		add(r.Registry.Close(), "close registry")
-	}
-	if r.subnetLock != nil {
-		r.subnetLock.Close()
 	}
 	add(removeAllRetry(r.Dir), "remove "+r.Dir)
 	if err := errors.Join(errs...); err != nil {
@@ -511,7 +511,9 @@ func (r *Runtime) removeHostFiles() error {
 			os.Remove(d.path) //nolint:errcheck // fails if not empty: someone else uses it
 		}
 	}
-	if r.before.ipForward != "" {
+	// Restore ip_forward unless another harness runtime still runs pods
+	// (it holds a subnet claim), which may need forwarding.
+	if r.before.ipForward != "" && r.subnetLock != nil && !otherSubnetClaims() {
 		if b, err := os.ReadFile(ipForwardSysctl); err == nil && strings.TrimSpace(string(b)) != r.before.ipForward {
 			if err := os.WriteFile(ipForwardSysctl, []byte(r.before.ipForward), 0o644); err != nil {
 				errs = append(errs, fmt.Errorf("restore ip_forward: %w", err))
@@ -519,6 +521,13 @@ func (r *Runtime) removeHostFiles() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// otherSubnetClaims reports whether any live harness holds a subnet claim
+// (see claimSubnet). Call it after releasing our own.
+func otherSubnetClaims() bool {
+	data, err := os.ReadFile("/proc/net/unix")
+	return err == nil && bytes.Contains(data, []byte("@"+subnetClaimPrefix))
 }
 
 // removeAllRetry removes dir, retrying briefly: a lazily unmounted

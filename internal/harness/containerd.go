@@ -472,6 +472,8 @@ func (r *Runtime) writeCNIConfig(id string) error {
 	return os.WriteFile(filepath.Join(r.Dir, "net.d", "10-criguard.conflist"), data, 0o644)
 }
 
+const subnetClaimPrefix = "cri-guard-harness-subnet-"
+
 // claimSubnet picks a 10.231.X.0/24 that no local address is in and that
 // no other live harness holds. The claim is an abstract unix socket
 // "@cri-guard-harness-subnet-X": it leaves nothing on disk and the kernel
@@ -497,7 +499,7 @@ func claimSubnet() (string, net.Listener, error) {
 		if used[x] {
 			continue
 		}
-		ln, err := net.Listen("unix", fmt.Sprintf("@cri-guard-harness-subnet-%d", x))
+		ln, err := net.Listen("unix", fmt.Sprintf("@%s%d", subnetClaimPrefix, x))
 		if err != nil {
 			continue
 		}

@@ -7,7 +7,10 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -24,6 +27,12 @@ func DialCRI(endpoint string) (*CRIClient, error) {
 	conn, err := grpc.NewClient(endpoint,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(16<<20)),
+		// Reconnect quickly: servers here start (and restart) within
+		// milliseconds, and the default 1 s first backoff slows every start.
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
+			MinConnectTimeout: 5 * time.Second,
+		}),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("dial CRI %s: %w", endpoint, err)
@@ -55,6 +64,11 @@ func WaitForCRI(ctx context.Context, c *CRIClient, exited <-chan struct{}) (*run
 		cancel()
 		if err == nil {
 			return v, nil
+		}
+		if status.Code(err) == codes.Unimplemented {
+			// The server is up but has no CRI service (for containerd: the
+			// CRI plugin failed to load). Waiting will not help.
+			return nil, fmt.Errorf("waiting for CRI Version: %w", err)
 		}
 		lastErr = err
 		select {

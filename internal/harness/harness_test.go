@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -31,7 +32,6 @@ func requireE2E(t *testing.T) {
 type testWriter struct{ t *testing.T }
 
 func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Helper()
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
 }
@@ -76,6 +76,32 @@ func TestRuntimeEndToEnd(t *testing.T) {
 		if !tags[want] {
 			t.Errorf("image %s not present after Start; have %v", want, tags)
 		}
+	}
+
+	// An OCI archive from WriteOCIArchive is accepted by `ctr images import`.
+	extra, err := Build(ImageSpec{
+		Refs:   []string{"example.com/harness/imported:v1"},
+		Layers: [][]File{{{Path: "/hello", Mode: 0o644, Data: []byte("hello\n")}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	archive := filepath.Join(dir, "import.tar")
+	f, err := os.Create(archive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteOCIArchive(f, extra); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if out, err := exec.CommandContext(ctx, "ctr", "--address", rt.Socket, "--namespace", K8sNamespace,
+		"images", "import", "--snapshotter", rt.Snapshotter, archive).CombinedOutput(); err != nil {
+		t.Fatalf("ctr images import: %v: %s", err, out)
+	}
+	ist, err := is.ImageStatus(ctx, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: extra.Refs[0]}})
+	if err != nil || ist.Image == nil {
+		t.Errorf("imported image not visible through CRI: %v %v", ist, err)
 	}
 
 	// Pod 1: host network, in a kubelet-style pod cgroup limited to 64 MiB.
@@ -238,4 +264,74 @@ func readTrim(t *testing.T, p string) string {
 		t.Fatal(err)
 	}
 	return strings.TrimSpace(string(b))
+}
+
+// TestRuntimeCloseAfterCrash kills containerd while pods run, as a crashed
+// test would leave it, and checks that Close still removes everything.
+func TestRuntimeCloseAfterCrash(t *testing.T) {
+	requireE2E(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	dir, err := os.MkdirTemp("", "cg-e2e-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt, err := Start(ctx, Options{Dir: dir, Log: testWriter{t}})
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	t.Cleanup(func() { rt.Close() })
+	rs := rt.CRI.Runtime
+	parent, err := rt.CreatePodCgroup("crash-host", -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runPod(ctx, t, rs, podConfig("crash-host", "crash-host", parent, runtimeapi.NamespaceMode_NODE))
+	runPod(ctx, t, rs, podConfig("crash-cni", "crash-cni", "", runtimeapi.NamespaceMode_POD))
+
+	if err := rt.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-rt.exited
+	pids, shims := rt.ownedProcesses()
+	if len(shims) == 0 || len(pids) < 4 {
+		t.Fatalf("after killing containerd expected live shims and pod processes, got pids %v shims %v", pids, shims)
+	}
+	if len(mountsUnder(dir)) == 0 {
+		t.Fatal("expected rootfs/netns mounts under Dir before Close")
+	}
+	if err := rt.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if err := rt.VerifyClean(); err != nil {
+		t.Errorf("VerifyClean: %v", err)
+	}
+}
+
+// TestStartFailureCleansUp makes containerd's CRI plugin fail and checks
+// that Start reports containerd's log and leaves nothing behind.
+func TestStartFailureCleansUp(t *testing.T) {
+	requireE2E(t)
+	dir, err := os.MkdirTemp("", "cg-e2e-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	start := time.Now()
+	rt, err := Start(ctx, Options{Dir: dir, Snapshotter: "no-such-snapshotter", Log: testWriter{t}})
+	if err == nil {
+		rt.Close()
+		t.Fatal("Start succeeded with a bogus snapshotter")
+	}
+	t.Logf("Start failed after %s as expected: %.300s", time.Since(start).Round(time.Millisecond), err)
+	if !strings.Contains(err.Error(), "containerd log") {
+		t.Errorf("error does not include containerd's log: %v", err)
+	}
+	if exists(dir) {
+		t.Errorf("%s left after failed Start", dir)
+	}
+	if left := mountsUnder(dir); len(left) > 0 {
+		t.Errorf("mounts left: %v", left)
+	}
 }
