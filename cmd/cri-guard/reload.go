@@ -1,0 +1,73 @@
+package main
+
+import (
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/cri-guard/cri-guard/pkg/config"
+	"github.com/cri-guard/cri-guard/pkg/guard"
+)
+
+// reloader applies a new configuration file to a running daemon. The policy
+// and the log level change for the next call; keys that need a restart
+// (sockets, message size) are reported and left as they are.
+type reloader struct {
+	flags   *configFlags
+	current *config.Config
+	guard   *guard.Guard
+	level   *slog.LevelVar
+	log     *slog.Logger
+	modTime time.Time
+	size    int64
+}
+
+func (r *reloader) fileChanged() bool {
+	if r.flags.path == "" {
+		return false
+	}
+	fi, err := os.Stat(r.flags.path)
+	if err != nil {
+		return false
+	}
+	if r.modTime.IsZero() {
+		r.modTime, r.size = fi.ModTime(), fi.Size()
+		return false
+	}
+	changed := !fi.ModTime().Equal(r.modTime) || fi.Size() != r.size
+	r.modTime, r.size = fi.ModTime(), fi.Size()
+	return changed
+}
+
+func (r *reloader) reload(why string) {
+	_, cfg, err := r.flags.load()
+	if err != nil {
+		r.log.Error("config reload refused; the last good config stays in force", "trigger", why, "error", err)
+		reloads.WithLabelValues("failure").Inc()
+		return
+	}
+	old := r.current
+	for _, k := range []struct {
+		key     string
+		changed bool
+	}{
+		{"listen", cfg.Listen != old.Listen},
+		{"upstream", cfg.Upstream != old.Upstream},
+		{"socketMode", cfg.SocketMode != old.SocketMode},
+		{"socketGroup", cfg.SocketGID != old.SocketGID},
+		{"maxMessageSize", cfg.MaxMessageSize != old.MaxMessageSize},
+		{"metricsListen", cfg.MetricsListen != old.MetricsListen},
+		{"logFormat", cfg.LogFormat != old.LogFormat},
+		{"cgroupRoot", cfg.CgroupRoot != old.CgroupRoot},
+	} {
+		if k.changed {
+			r.log.Warn("config key changed but needs a restart to apply", "key", k.key)
+		}
+	}
+	r.guard.SetPolicy(&cfg.Policy)
+	setLevel(r.level, cfg.LogLevel)
+	r.current = cfg
+	reloads.WithLabelValues("success").Inc()
+	r.log.Info("config reloaded", "trigger", why, "config-digest", cfg.Digest, "mode", string(cfg.Policy.Mode),
+		"sandbox-min-memory", cfg.Policy.Floors.Sandbox, "container-min-memory", cfg.Policy.Floors.Container)
+}

@@ -1,0 +1,141 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/activation"
+	"github.com/coreos/go-systemd/v22/daemon"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/cri-guard/cri-guard/pkg/config"
+	"github.com/cri-guard/cri-guard/pkg/facts"
+	"github.com/cri-guard/cri-guard/pkg/guard"
+	"github.com/cri-guard/cri-guard/pkg/proxy"
+)
+
+func serve(ctx context.Context, args []string) error {
+	flags := newConfigFlags("serve")
+	if err := flags.fs.Parse(args); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if flags.fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected argument %q", errUsage, flags.fs.Arg(0))
+	}
+	_, cfg, err := flags.load()
+	if err != nil {
+		return err
+	}
+	level := new(slog.LevelVar)
+	log := newLogger(cfg, level)
+
+	g, err := guard.New(guard.Options{
+		Policy: &cfg.Policy,
+		Facts:  facts.Reader{Root: cfg.CgroupRoot},
+		Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	p, err := proxy.New(cfg.Upstream,
+		proxy.WithMaxMsgSize(cfg.MaxMessageSize),
+		proxy.WithInterceptors(g.Interceptors()...),
+		proxy.WithLogger(log),
+	)
+	if err != nil {
+		return err
+	}
+	g.SetRuntime(runtimeapi.NewRuntimeServiceClient(p.Conn()))
+
+	l, activated, err := listen(cfg)
+	if err != nil {
+		p.Close()
+		return err
+	}
+	served := make(chan error, 1)
+	go func() { served <- p.Serve(l) }()
+
+	// Try the runtime once before saying we are ready, so the log tells at
+	// once whether it answers. cri-guard serves either way.
+	tctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	if v, err := p.CheckUpstream(tctx); err != nil {
+		log.Warn("runtime does not answer yet; calls get Unavailable until it does", "upstream", cfg.Upstream, "error", err)
+	} else {
+		log.Info("runtime answers", "upstream", cfg.Upstream, "runtime", v.GetRuntimeName(), "version", v.GetRuntimeVersion())
+	}
+	cancel()
+	log.Info("cri-guard serving", "listen", cfg.Listen, "socket-activated", activated, "version", version,
+		"mode", string(cfg.Policy.Mode), "sandbox-min-memory", cfg.Policy.Floors.Sandbox,
+		"container-min-memory", cfg.Policy.Floors.Container, "config-digest", cfg.Digest)
+	if _, err := daemon.SdNotify(false, daemon.SdNotifyReady); err != nil {
+		log.Warn("sd_notify failed", "error", err)
+	}
+
+	r := &reloader{flags: flags, current: cfg, guard: g, level: level, log: log}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	tick := time.NewTicker(2 * time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case err := <-served:
+			return fmt.Errorf("serve: %w", err)
+		case <-hup:
+			r.reload("SIGHUP")
+		case <-tick.C:
+			if r.fileChanged() {
+				r.reload("file changed")
+			}
+		case <-ctx.Done():
+			log.Info("stopping", "grace", cfg.ShutdownTimeout)
+			sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+			err := p.Shutdown(sctx)
+			cancel()
+			<-served
+			if errors.Is(err, context.DeadlineExceeded) {
+				log.Warn("calls still open at the shutdown deadline were cancelled")
+				return nil
+			}
+			return err
+		}
+	}
+}
+
+// listen returns the socket passed by systemd, if any, or creates one.
+func listen(cfg *config.Config) (net.Listener, bool, error) {
+	ls, err := activation.Listeners()
+	if err != nil {
+		return nil, false, fmt.Errorf("socket activation: %w", err)
+	}
+	if len(ls) > 0 {
+		if len(ls) > 1 || ls[0] == nil {
+			return nil, false, fmt.Errorf("socket activation: want one unix socket, got %d", len(ls))
+		}
+		return ls[0], true, nil
+	}
+	l, err := proxy.Listen(cfg.Listen, cfg.SocketMode, cfg.SocketGID)
+	return l, false, err
+}
+
+func newLogger(cfg *config.Config, level *slog.LevelVar) *slog.Logger {
+	setLevel(level, cfg.LogLevel)
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}
+
+func setLevel(v *slog.LevelVar, s string) {
+	var l slog.Level
+	_ = l.UnmarshalText([]byte(s)) // validated by config.Resolve
+	v.Set(l)
+}
