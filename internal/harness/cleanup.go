@@ -489,12 +489,9 @@ func cgroupPids(dir string) []int {
 // the ip_forward sysctl the bridge plugin turned on.
 func (r *Runtime) removeHostFiles() error {
 	var errs []error
-	if r.NetworkName != "" {
-		matches, _ := filepath.Glob(filepath.Join(cniResultsDir, r.NetworkName+"-*"))
-		for _, m := range matches {
-			if err := os.Remove(m); err != nil && !os.IsNotExist(err) {
-				errs = append(errs, err)
-			}
+	for _, m := range r.cniCacheEntries() {
+		if err := os.Remove(m); err != nil && !os.IsNotExist(err) {
+			errs = append(errs, err)
 		}
 	}
 	// Remove directories that did not exist before, if empty.
@@ -528,6 +525,22 @@ func (r *Runtime) removeHostFiles() error {
 func otherSubnetClaims() bool {
 	data, err := os.ReadFile("/proc/net/unix")
 	return err == nil && bytes.Contains(data, []byte("@"+subnetClaimPrefix))
+}
+
+// cniCacheEntries returns libcni's cached results for our pods: files
+// named <network>-<sandbox id>-<ifname>, for our bridge network and for
+// the loopback network ("cni-loopback") containerd sets up in every pod.
+func (r *Runtime) cniCacheEntries() []string {
+	var out []string
+	if r.NetworkName != "" {
+		m, _ := filepath.Glob(filepath.Join(cniResultsDir, r.NetworkName+"-*"))
+		out = append(out, m...)
+	}
+	for _, id := range r.taskIDList() {
+		m, _ := filepath.Glob(filepath.Join(cniResultsDir, "cni-loopback-"+id+"-*"))
+		out = append(out, m...)
+	}
+	return out
 }
 
 // removeAllRetry removes dir, retrying briefly: a lazily unmounted
@@ -578,10 +591,8 @@ func (r *Runtime) VerifyClean() error {
 			errs = append(errs, fmt.Errorf("shim socket left: %s", s))
 		}
 	}
-	if r.NetworkName != "" {
-		if m, _ := filepath.Glob(filepath.Join(cniResultsDir, r.NetworkName+"-*")); len(m) > 0 {
-			errs = append(errs, fmt.Errorf("libcni cache left: %v", m))
-		}
+	if m := r.cniCacheEntries(); len(m) > 0 {
+		errs = append(errs, fmt.Errorf("libcni cache left: %v", m))
 	}
 	return errors.Join(errs...)
 }

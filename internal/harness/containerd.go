@@ -102,11 +102,10 @@ type Runtime struct {
 	before     hostState
 	subnetLock net.Listener
 
-	mu         sync.Mutex
-	taskIDs    map[string]bool // sandbox and container IDs seen
-	closeOnce  sync.Once
-	closeErr   error
-	closedDone bool
+	mu        sync.Mutex
+	taskIDs   map[string]bool // sandbox and container IDs seen
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // Start starts a private containerd as described by opts, waits until its
