@@ -26,6 +26,22 @@
 // (/run/containerd/containerd.sock, /var/lib/containerd), and it only sends
 // network traffic over loopback or inside network namespaces it created.
 //
+// Typical use in a test (as root):
+//
+//	if err := harness.EnsurePackages(ctx, os.Stderr); err != nil { ... }
+//	rt, err := harness.Start(ctx, harness.Options{Dir: dir})
+//	if err != nil { ... }
+//	t.Cleanup(func() { _ = rt.Close() })
+//	parent, _ := rt.CreatePodCgroup(uid, 64<<20) // PodSandboxConfig.Linux.CgroupParent
+//	rt.CRI.Runtime.RunPodSandbox(ctx, ...)       // or dial rt.Endpoint yourself
+//	g, _ := harness.StartGuard(ctx, harness.GuardOptions{Binary: bin, Upstream: rt.Endpoint, Dir: dir2})
+//	defer g.Stop()                               // g.Endpoint serves CRI through cri-guard
+//
+// Images are pulled by their usual names (PauseRef, BusyboxRef, or any ref
+// of Options.Images): containerd's registry configuration sends every
+// mirrored host (DefaultMirrorHosts) to the loopback registry, so nothing
+// leaves the machine.
+//
 // There is no package-level mutable state: everything belongs to a Runtime,
 // Registry or Guard value, so several can coexist in one process.
 package harness
