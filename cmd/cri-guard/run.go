@@ -8,35 +8,49 @@ import (
 	"strings"
 )
 
-const usage = `usage: cri-guard <command> [flags]
+// command is one subcommand of cri-guard.
+type command struct {
+	name, summary string
+	run           func(ctx context.Context, args []string) error
+}
 
-commands:
-  serve          run the proxy between the kubelet and the runtime
-  check-config   validate a configuration file
-  version        print the version
-`
+// commands lists the subcommands, one line each.
+var commands = []command{
+	{"serve", "run the proxy between the kubelet and the runtime", serve},
+	{"check-config", "validate a configuration file", func(_ context.Context, args []string) error { return checkConfig(args) }},
+	{"version", "print the version", func(context.Context, []string) error { fmt.Println(versionString()); return nil }},
+}
 
 // errUsage marks an error whose fix is reading the usage.
 var errUsage = errors.New("usage")
 
+func usage() string {
+	var b strings.Builder
+	b.WriteString("usage: cri-guard <command> [flags]\n\ncommands:\n")
+	for _, c := range commands {
+		fmt.Fprintf(&b, "  %-14s %s\n", c.name, c.summary)
+	}
+	return b.String()
+}
+
 func run(ctx context.Context, args []string) error {
 	if len(args) == 0 {
-		fmt.Fprint(os.Stderr, usage)
+		fmt.Fprint(os.Stderr, usage())
 		return fmt.Errorf("%w: no command", errUsage)
 	}
-	cmd, rest := args[0], args[1:]
-	switch cmd {
-	case "serve":
-		return serve(ctx, rest)
-	case "check-config":
-		return checkConfig(rest)
-	case "version", "--version":
-		fmt.Println(versionString())
-		return nil
+	name, rest := args[0], args[1:]
+	switch name {
 	case "help", "-h", "--help":
-		fmt.Print(usage)
+		fmt.Print(usage())
 		return nil
+	case "--version":
+		name = "version"
 	}
-	fmt.Fprint(os.Stderr, usage)
-	return fmt.Errorf("%w: unknown command %q", errUsage, strings.TrimSpace(cmd))
+	for _, c := range commands {
+		if c.name == name {
+			return c.run(ctx, rest)
+		}
+	}
+	fmt.Fprint(os.Stderr, usage())
+	return fmt.Errorf("%w: unknown command %q", errUsage, name)
 }
