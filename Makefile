@@ -1,0 +1,67 @@
+# cri-guard. Run `make help` for the targets.
+SHELL := /bin/bash
+
+GO       ?= go
+BIN      := bin
+PREFIX   ?= /usr/local
+DESTDIR  ?=
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT   ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+LDFLAGS  := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
+# Debian packages the real-runtime tests and the demo use.
+DEB_PKGS := containerd runc containernetworking-plugins busybox-static gcc libc6-dev iproute2 systemd
+FUZZTIME ?= 10s
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: build
+build: ## build bin/cri-guard
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/cri-guard ./cmd/cri-guard
+
+.PHONY: tools
+tools: ## build bin/crictl, bin/critest and bin/ginkgo (cri-tools v1.37.0)
+	tools/build.sh
+
+.PHONY: deps
+deps: ## install the Debian packages that the real-runtime tests need (as root)
+	@command -v $(GO) >/dev/null || { echo "Go is required (go.mod names the version)"; exit 1; }
+	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing:" $$missing; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+.PHONY: test
+test: deps build tools ## run every test: unit, fuzz smoke, and the real-containerd end-to-end tests (as root)
+	$(GO) vet ./...
+	$(GO) test -count=1 ./...
+	$(MAKE) fuzz FUZZTIME=$(FUZZTIME)
+	CRI_GUARD_E2E=1 CRI_GUARD_BIN=$(CURDIR)/$(BIN)/cri-guard CRITEST=$(CURDIR)/$(BIN)/critest \
+		$(GO) test -count=1 -timeout 25m -v ./test/e2e/ ./internal/harness/ 2>&1 | tee $(BIN)/e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|critest' ; \
+		exit $${PIPESTATUS[0]}
+
+.PHONY: test-unit
+test-unit: ## run the unit tests only (no root needed)
+	$(GO) test -count=1 ./...
+
+.PHONY: test-e2e
+test-e2e: deps build tools ## run the real-containerd end-to-end tests (as root)
+	CRI_GUARD_E2E=1 CRI_GUARD_BIN=$(CURDIR)/$(BIN)/cri-guard CRITEST=$(CURDIR)/$(BIN)/critest \
+		$(GO) test -count=1 -timeout 25m -v ./test/e2e/ ./internal/harness/
+
+.PHONY: fuzz
+fuzz: ## run each fuzzer for FUZZTIME (default 10s)
+	@set -e; for pkg in $$($(GO) list ./...); do \
+		for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz'); do \
+			echo "fuzz $$pkg $$f"; \
+			$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg >/dev/null || { $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime 1x $$pkg; exit 1; }; \
+		done; \
+	done
+
+.PHONY: clean
+clean: ## remove build output
+	rm -rf $(BIN)
