@@ -1,0 +1,226 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cri-guard/cri-guard/internal/critest"
+	"github.com/cri-guard/cri-guard/internal/harness"
+)
+
+// critestMinDirectPasses is the number of critest specs that must pass
+// against the bare containerd for the comparison to mean anything.
+const critestMinDirectPasses = 70
+
+// TestCritestParity runs the CRI validation suite (critest v1.37.0) against
+// a scratch containerd directly, then through cri-guard, and fails if any
+// spec that passes directly fails through the proxy.
+//
+// It runs only as root with CRI_GUARD_E2E=1. Environment:
+//
+//	CRITEST            critest binary (default: built by tools/build.sh into bin/)
+//	CRI_GUARD_BIN      cri-guard binary (default: built from ./cmd/cri-guard)
+//	CRITEST_PARALLEL   ginkgo nodes (default 2; 1 = serial)
+//	CRITEST_FOCUS      ginkgo focus regexp (disables the minimum-pass check)
+//	CRITEST_SKIP       ginkgo skip regexp
+//	CRITEST_REPORT_DIR keep the JSON reports (direct.json, proxied.json) here
+//	CRITEST_DIRECT_ONLY=1  stop after the direct run
+func TestCritestParity(t *testing.T) {
+	e2e := os.Getenv("CRI_GUARD_E2E") == "1"
+	if !e2e {
+		t.Skip("set CRI_GUARD_E2E=1 (as root) to run critest against a real containerd")
+	}
+	if os.Geteuid() != 0 {
+		t.Fatalf("CRI_GUARD_E2E=1 but not root (uid %d): critest needs a real containerd", os.Geteuid())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Minute)
+	defer cancel()
+
+	root, err := critestRepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := harness.EnsurePackages(ctx, critestLogWriter{t}); err != nil {
+		t.Fatalf("prerequisites: %v", err)
+	}
+	bin, ginkgoDir := critestBinary(ctx, t, root)
+	parallel := 2
+	if v := os.Getenv("CRITEST_PARALLEL"); v != "" {
+		if parallel, err = strconv.Atoi(v); err != nil {
+			t.Fatalf("CRITEST_PARALLEL=%q: %v", v, err)
+		}
+	}
+	if parallel > 1 && !critestFileExists(filepath.Join(ginkgoDir, "ginkgo")) {
+		t.Fatalf("CRITEST_PARALLEL=%d needs the ginkgo CLI in %s (tools/build.sh ginkgo)", parallel, ginkgoDir)
+	}
+	opts := critest.Options{Parallel: parallel, GinkgoDir: ginkgoDir, Timeout: 15 * time.Minute}
+	if f := os.Getenv("CRITEST_FOCUS"); f != "" {
+		opts.Focus = []string{f}
+	}
+	if s := os.Getenv("CRITEST_SKIP"); s != "" {
+		opts.Skip = []string{s}
+	}
+	reportDir := os.Getenv("CRITEST_REPORT_DIR")
+
+	// Short scratch paths: unix socket paths are limited to 108 bytes.
+	scratch, err := os.MkdirTemp("", "cgct")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(scratch)
+
+	start := time.Now()
+	images, err := critest.Images(ctx, filepath.Join(scratch, "build"))
+	if err != nil {
+		t.Fatalf("stand-in images: %v", err)
+	}
+	t.Logf("built %d stand-in images in %s", len(images), time.Since(start).Round(time.Millisecond))
+	rt, err := harness.Start(ctx, harness.Options{Dir: filepath.Join(scratch, "c"), Log: critestLogWriter{t}, Images: images})
+	if err != nil {
+		t.Fatalf("start containerd: %v", err)
+	}
+	defer func() {
+		if err := rt.Close(); err != nil {
+			t.Errorf("close containerd: %v", err)
+		}
+	}()
+
+	run := func(name, endpoint string) *critest.Report {
+		o := opts
+		if reportDir != "" {
+			o.ReportPath = filepath.Join(reportDir, name+".json")
+		}
+		logPath := filepath.Join(scratch, name+".log")
+		logf, err := os.Create(logPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer logf.Close()
+		o.Output = logf
+		began := time.Now()
+		rep, err := critest.Run(ctx, bin, endpoint, o)
+		if err != nil {
+			t.Fatalf("critest %s: %v", name, err)
+		}
+		t.Logf("critest %s: %s in %s", name, rep.Summary(), time.Since(began).Round(time.Second))
+		for _, f := range rep.SuiteFailures {
+			t.Logf("critest %s: suite failure: %s", name, f)
+		}
+		return rep
+	}
+
+	direct := run("direct", rt.Endpoint)
+	for _, name := range direct.Names(critest.Failed) {
+		sp, _ := direct.Lookup(name)
+		t.Logf("direct FAIL: %s: %s", name, critestFirstLine(sp.Message))
+	}
+	if len(opts.Focus) == 0 && direct.Count(critest.Passed) < critestMinDirectPasses {
+		t.Errorf("only %d critest specs pass directly, want at least %d", direct.Count(critest.Passed), critestMinDirectPasses)
+	}
+	if os.Getenv("CRITEST_DIRECT_ONLY") == "1" {
+		return
+	}
+
+	guardBin := os.Getenv("CRI_GUARD_BIN")
+	if guardBin == "" {
+		if guardBin, err = harness.BuildGuard(ctx, root, scratch); err != nil {
+			t.Fatalf("build cri-guard: %v", err)
+		}
+	}
+	guard, err := harness.StartGuard(ctx, harness.GuardOptions{
+		Binary:   guardBin,
+		Upstream: rt.Endpoint,
+		Dir:      filepath.Join(scratch, "g"),
+	})
+	if err != nil {
+		t.Fatalf("start cri-guard: %v", err)
+	}
+	defer func() {
+		if err := guard.Stop(); err != nil {
+			t.Errorf("stop cri-guard: %v\n%s", err, guard.Logs())
+		}
+	}()
+
+	proxied := run("proxied", guard.Endpoint)
+	lost := critest.Compare(direct, proxied)
+	for _, name := range lost {
+		sp, _ := proxied.Lookup(name)
+		t.Errorf("passes directly but not through cri-guard: %s (%s: %s)", name, sp.State, critestFirstLine(sp.Message))
+	}
+	t.Logf("critest parity: direct %s; through cri-guard %s; %d lost",
+		direct.Summary(), proxied.Summary(), len(lost))
+}
+
+// critestBinary returns the critest binary and the directory holding the
+// ginkgo CLI, building both with tools/build.sh unless CRITEST is set.
+func critestBinary(ctx context.Context, t *testing.T, root string) (bin, ginkgoDir string) {
+	t.Helper()
+	if bin = os.Getenv("CRITEST"); bin != "" {
+		if !critestFileExists(bin) {
+			t.Fatalf("CRITEST=%s does not exist", bin)
+		}
+		ginkgoDir = filepath.Dir(bin)
+		if !critestFileExists(filepath.Join(ginkgoDir, "ginkgo")) {
+			ginkgoDir = filepath.Join(root, "bin")
+		}
+		return bin, ginkgoDir
+	}
+	binDir := filepath.Join(root, "bin")
+	start := time.Now()
+	cmd := exec.CommandContext(ctx, "bash", filepath.Join(root, "tools", "build.sh"), "critest", "ginkgo")
+	cmd.Env = append(os.Environ(), "BIN_DIR="+binDir)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("tools/build.sh critest ginkgo: %v\n%s", err, out)
+	}
+	t.Logf("built critest and ginkgo in %s", time.Since(start).Round(time.Second))
+	return filepath.Join(binDir, "critest"), binDir
+}
+
+func critestRepoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if data, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil &&
+			strings.Contains(string(data), "module github.com/cri-guard/cri-guard\n") {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", fmt.Errorf("repository root (go.mod of github.com/cri-guard/cri-guard) not found above the working directory")
+		}
+		dir = parent
+	}
+}
+
+func critestFileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+func critestFirstLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		s = s[:i]
+	}
+	if len(s) > 200 {
+		s = s[:200] + "..."
+	}
+	return s
+}
+
+// critestLogWriter sends harness progress to the test log.
+type critestLogWriter struct{ t *testing.T }
+
+func (w critestLogWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
