@@ -1,0 +1,91 @@
+package oom
+
+import (
+	"fmt"
+	"path"
+
+	"github.com/cri-guard/cri-guard/pkg/facts"
+)
+
+// Cgroup is what one memory cgroup said at one moment.
+type Cgroup struct {
+	// Path is the cgroup relative to the hierarchy root, as the kernel
+	// names it in its oom-kill lines, e.g. /kubepods/burstable/pod<uid>.
+	Path string `json:"path"`
+	// Read is false when the cgroup could not be read; Error says why.
+	Read      bool   `json:"read"`
+	Error     string `json:"error,omitempty"`
+	Unlimited bool   `json:"unlimited"`
+	Limit     int64  `json:"limit"`
+	Usage     uint64 `json:"usage"`
+	Peak      uint64 `json:"peak"`
+	Failcnt   uint64 `json:"failcnt"`
+	OOMKills  uint64 `json:"oomKills"`
+}
+
+// Reader reads memory cgroups; facts.Reader is one.
+type Reader interface {
+	Memory(cgroupParent string) (facts.Memory, error)
+}
+
+// ReadCgroup reads the cgroup that a CgroupParent (or a path relative to
+// the hierarchy root) names. It never fails: an unreadable cgroup is
+// returned with Read false.
+func ReadCgroup(r Reader, parent string) Cgroup {
+	c := Cgroup{Path: parent}
+	if rel, err := facts.ResolveParent(parent); err == nil {
+		c.Path = rel
+	}
+	if r == nil || parent == "" {
+		c.Error = "no cgroup to read"
+		return c
+	}
+	m, err := r.Memory(parent)
+	if err != nil {
+		c.Error = err.Error()
+		return c
+	}
+	c.Read = true
+	c.Unlimited, c.Limit = m.Unlimited, m.Limit
+	c.Usage, c.Peak, c.Failcnt, c.OOMKills = m.Usage, m.Peak, m.Failcnt, m.OOMKills
+	return c
+}
+
+// ContainerCgroup is the cgroup a container gets under its pod's cgroup
+// with the cgroupfs driver: <parent>/<container id>.
+func ContainerCgroup(podParent, containerID string) string {
+	rel, err := facts.ResolveParent(podParent)
+	if err != nil || containerID == "" {
+		return ""
+	}
+	return path.Join(rel, containerID)
+}
+
+// Evidence is what the node showed around a failed call.
+type Evidence struct {
+	// Pod is the pod cgroup, read after the call failed.
+	Pod Cgroup `json:"pod"`
+	// Container is the container's own cgroup, when known and still there.
+	Container *Cgroup `json:"container,omitempty"`
+	// OOMBefore is the pod cgroup's oom_kill counter read before the call
+	// was forwarded, or -1 when it was not read.
+	OOMBefore int64 `json:"oomBefore"`
+	// Kernel holds the kernel's oom-kill lines for the pod cgroup.
+	Kernel []string `json:"kernel,omitempty"`
+}
+
+// oomRose says whether the counter went up during the call.
+func (e Evidence) oomRose() bool {
+	return e.OOMBefore >= 0 && e.Pod.Read && e.Pod.OOMKills > uint64(e.OOMBefore)
+}
+
+// counterText says what the OOM counters show, or "".
+func (e Evidence) counterText() string {
+	switch {
+	case e.oomRose():
+		return fmt.Sprintf("the pod cgroup's oom_kill counter went from %d to %d during the call", e.OOMBefore, e.Pod.OOMKills)
+	case e.OOMBefore < 0 && e.Pod.Read && e.Pod.OOMKills > 0:
+		return fmt.Sprintf("the pod cgroup's oom_kill counter is %d", e.Pod.OOMKills)
+	}
+	return ""
+}

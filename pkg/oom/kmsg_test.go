@@ -1,0 +1,55 @@
+package oom
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func TestMatchRecord(t *testing.T) {
+	const line = "oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=abc,mems_allowed=0,oom_memcg=/kubepods/burstable/pod1,task_memcg=/kubepods/burstable/pod1/abc,task=runc:[2:INIT],pid=42,uid=0"
+	for name, tc := range map[string]struct {
+		record, memcg string
+		want          string
+	}{
+		"kmsg record":       {record: "6,2459,730652074,-;" + line + "\n", memcg: "/kubepods/burstable/pod1", want: line},
+		"bare text":         {record: line, memcg: "/kubepods/burstable/pod1", want: line},
+		"nested root":       {record: "6,1,2,-;oom-kill:constraint=CONSTRAINT_MEMCG,oom_memcg=/machine/ns/kubepods/burstable/pod1,task=sh", memcg: "kubepods/burstable/pod1", want: "oom-kill:constraint=CONSTRAINT_MEMCG,oom_memcg=/machine/ns/kubepods/burstable/pod1,task=sh"},
+		"container below":   {record: "oom-kill:constraint=CONSTRAINT_MEMCG,oom_memcg=/kubepods/burstable/pod1/abc,task_memcg=/kubepods/burstable/pod1/abc", memcg: "/kubepods/burstable/pod1", want: "oom-kill:constraint=CONSTRAINT_MEMCG,oom_memcg=/kubepods/burstable/pod1/abc,task_memcg=/kubepods/burstable/pod1/abc"},
+		"other pod":         {record: "oom-kill:constraint=CONSTRAINT_MEMCG,oom_memcg=/kubepods/burstable/pod12,task_memcg=/kubepods/burstable/pod12/x", memcg: "/kubepods/burstable/pod1"},
+		"not an oom line":   {record: "6,1,2,-;Memory cgroup out of memory: Killed process 1 (sh)", memcg: "/kubepods/burstable/pod1"},
+		"root never":        {record: line, memcg: "/"},
+		"continuation line": {record: " SUBSYSTEM=oom_memcg=/kubepods/burstable/pod1", memcg: "/kubepods/burstable/pod1"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			got, ok := MatchRecord(tc.record, tc.memcg)
+			if ok != (tc.want != "") || got != tc.want {
+				t.Errorf("MatchRecord = %v %q, want %q", ok, got, tc.want)
+			}
+		})
+	}
+}
+
+// A device that cannot be opened gives no lines, and a regular file (where
+// read does not return one record at a time) is read without hanging.
+func TestKernelOOMLinesUnreadable(t *testing.T) {
+	if got := kernelOOMLines(filepath.Join(t.TempDir(), "missing"), "/pod1", 5); got != nil {
+		t.Errorf("missing device: %q", got)
+	}
+	f := filepath.Join(t.TempDir(), "kmsg")
+	os.WriteFile(f, []byte("6,1,2,-;oom-kill:constraint=CONSTRAINT_MEMCG,oom_memcg=/pod1\n"), 0o644)
+	if got := kernelOOMLines(f, "/pod1", 5); len(got) != 1 {
+		t.Errorf("regular file: %q", got)
+	}
+}
+
+// On a host where /dev/kmsg is readable, reading it ends and finds nothing
+// for a cgroup that never existed.
+func TestKernelOOMLinesDevice(t *testing.T) {
+	if _, err := os.Stat(Kmsg); err != nil {
+		t.Skip("no /dev/kmsg")
+	}
+	if got := KernelOOMLines("/no/such/cgroup/pod-never", 5); len(got) != 0 {
+		t.Errorf("lines for a cgroup that never existed: %q", got)
+	}
+}
