@@ -21,7 +21,9 @@ func newConfigFlags(name string) *configFlags {
 	c := &configFlags{fs: flag.NewFlagSet(name, flag.ContinueOnError)}
 	fs := c.fs
 	fs.StringVar(&c.path, "config", "", "YAML configuration file; flags win over it")
-	str := func(dst *string, name, usage string) { fs.Func(name, usage, func(v string) error { *dst = v; return nil }) }
+	str := func(dst *string, name, usage string) {
+		fs.Func(name, usage, func(v string) error { *dst = v; return nil })
+	}
 	boolean := func(dst **bool, name, usage string) {
 		fs.BoolFunc(name, usage, func(v string) error {
 			b, err := strconv.ParseBool(v)

@@ -22,8 +22,8 @@ func TestResolveDefaults(t *testing.T) {
 
 func TestParseAndResolve(t *testing.T) {
 	for name, tc := range map[string]struct {
-		yaml string
-		err  string
+		yaml  string
+		err   string
 		check func(*testing.T, *Config)
 	}{
 		"full file": {

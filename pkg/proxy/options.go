@@ -3,8 +3,8 @@ package proxy
 import (
 	"context"
 	"fmt"
-	"net"
 	"log/slog"
+	"net"
 	"time"
 
 	"google.golang.org/grpc/codes"
