@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	"github.com/cri-guard/cri-guard/pkg/config"
 	"github.com/cri-guard/cri-guard/pkg/facts"
 	"github.com/cri-guard/cri-guard/pkg/guard"
+	"github.com/cri-guard/cri-guard/pkg/metrics"
 	"github.com/cri-guard/cri-guard/pkg/proxy"
 )
 
@@ -40,6 +42,7 @@ func serve(ctx context.Context, args []string) error {
 		Policy: &cfg.Policy,
 		Facts:  facts.Reader{Root: cfg.CgroupRoot},
 		Logger: log,
+		Record: metrics.Record,
 	})
 	if err != nil {
 		return err
@@ -48,11 +51,21 @@ func serve(ctx context.Context, args []string) error {
 		proxy.WithMaxMsgSize(cfg.MaxMessageSize),
 		proxy.WithInterceptors(g.Interceptors()...),
 		proxy.WithLogger(log),
+		proxy.WithObserver(metrics.Observe),
 	)
 	if err != nil {
 		return err
 	}
 	g.SetRuntime(runtimeapi.NewRuntimeServiceClient(p.Conn()))
+
+	var current atomic.Pointer[config.Config]
+	current.Store(cfg)
+	stopMetrics, err := startMetrics(ctx, cfg, p, &current, log)
+	if err != nil {
+		p.Close()
+		return err
+	}
+	defer stopMetrics()
 
 	l, activated, err := listen(cfg)
 	if err != nil {
@@ -90,9 +103,11 @@ func serve(ctx context.Context, args []string) error {
 			return fmt.Errorf("serve: %w", err)
 		case <-hup:
 			r.reload("SIGHUP")
+			current.Store(r.current)
 		case <-tick.C:
 			if r.fileChanged() {
 				r.reload("file changed")
+				current.Store(r.current)
 			}
 		case <-ctx.Done():
 			log.Info("stopping", "grace", cfg.ShutdownTimeout)

@@ -1,0 +1,98 @@
+package metrics
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"google.golang.org/grpc/codes"
+
+	"github.com/cri-guard/cri-guard/pkg/policy"
+)
+
+const namespace = "cri_guard"
+
+// Registry holds every cri-guard collector plus the Go and process
+// collectors. Handler serves it.
+var Registry = prometheus.NewRegistry()
+
+var (
+	// Requests counts CRI calls relayed, by full method and gRPC code.
+	Requests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "requests_total",
+		Help: "CRI calls relayed, by method and gRPC status code.",
+	}, []string{"method", "code"})
+
+	// Latency is the duration of CRI calls, by full method.
+	Latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: namespace, Name: "request_duration_seconds",
+		Help:    "Duration of CRI calls through cri-guard, by method.",
+		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 120},
+	}, []string{"method"})
+
+	// Decisions counts policy decisions that were not a plain allow.
+	Decisions = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "policy_decisions_total",
+		Help: "Policy decisions other than a plain allow, by action, reason and pod namespace.",
+	}, []string{"action", "reason", "namespace"})
+
+	// TranslatedErrors counts runtime errors that cri-guard explained, by
+	// family. See the package documentation for how to use it.
+	TranslatedErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "translated_errors_total",
+		Help: "Runtime errors that cri-guard translated into an explanation, by family.",
+	}, []string{"family"})
+
+	// Reloads counts configuration reloads by result.
+	Reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "config_reloads_total",
+		Help: "Configuration reloads by result.",
+	}, []string{"result"})
+
+	// UpstreamState is 1 for the current state of the connection to the
+	// runtime and 0 for the others.
+	UpstreamState = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "upstream_state",
+		Help: "State of the connection to the runtime: 1 for the current state, 0 for the others.",
+	}, []string{"state"})
+
+	// UpstreamReconnects counts the times the connection to the runtime
+	// became ready again after having been ready before.
+	UpstreamReconnects = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: namespace, Name: "upstream_reconnects_total",
+		Help: "Times the connection to the runtime was re-established after being lost.",
+	})
+
+	// BuildInfo is always 1; its labels describe the binary.
+	BuildInfo = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "build_info",
+		Help: "Always 1; the labels describe the cri-guard binary.",
+	}, []string{"version", "commit", "cri_api", "goversion"})
+)
+
+func init() {
+	Registry.MustRegister(Requests, Latency, Decisions, TranslatedErrors, Reloads,
+		UpstreamState, UpstreamReconnects, BuildInfo,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	for _, r := range []string{"success", "failure"} {
+		Reloads.WithLabelValues(r)
+	}
+	UpstreamReconnects.Add(0)
+}
+
+// Observe records one finished CRI call. It is a proxy.Observer.
+func Observe(method string, code codes.Code, elapsed time.Duration) {
+	Requests.WithLabelValues(method, code.String()).Inc()
+	Latency.WithLabelValues(method).Observe(elapsed.Seconds())
+}
+
+// Record counts one policy decision. It is a guard.Recorder.
+func Record(in policy.Request, d policy.Decision) {
+	Decisions.WithLabelValues(string(d.Action), string(d.Reason), in.Pod.Namespace).Inc()
+}
+
+// SetBuildInfo sets the labels of BuildInfo. Call it once at start.
+func SetBuildInfo(version, commit, criAPI, goVersion string) {
+	BuildInfo.Reset()
+	BuildInfo.WithLabelValues(version, commit, criAPI, goVersion).Set(1)
+}

@@ -1,0 +1,257 @@
+package metrics_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/credentials/insecure"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/cri-guard/cri-guard/pkg/metrics"
+	"github.com/cri-guard/cri-guard/pkg/policy"
+	"github.com/cri-guard/cri-guard/pkg/proxy"
+)
+
+// fakeRuntime answers Version and nothing else.
+type fakeRuntime struct {
+	runtimeapi.UnimplementedRuntimeServiceServer
+}
+
+func (fakeRuntime) Version(context.Context, *runtimeapi.VersionRequest) (*runtimeapi.VersionResponse, error) {
+	return &runtimeapi.VersionResponse{Version: "0.1.0", RuntimeName: "fake", RuntimeVersion: "1.0", RuntimeApiVersion: "v1"}, nil
+}
+
+// startRuntime serves a fake runtime on a unix socket at path.
+func startRuntime(t *testing.T, path string) {
+	t.Helper()
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := grpc.NewServer()
+	runtimeapi.RegisterRuntimeServiceServer(s, fakeRuntime{})
+	go s.Serve(l) //nolint:errcheck
+	t.Cleanup(s.Stop)
+}
+
+// startProxy runs a proxy in front of upstream and returns a client of it.
+func startProxy(t *testing.T, dir, upstream string) (*proxy.Server, runtimeapi.RuntimeServiceClient) {
+	t.Helper()
+	p, err := proxy.New("unix://"+upstream, proxy.WithObserver(metrics.Observe), proxy.WithReconnectBackoff(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "guard.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go p.Serve(l) //nolint:errcheck
+	t.Cleanup(func() { p.Close() })
+	cc, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return p, runtimeapi.NewRuntimeServiceClient(cc)
+}
+
+func get(t *testing.T, h http.Handler, path string) (int, string) {
+	t.Helper()
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	resp, err := http.Get(srv.URL + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func TestMetricsAfterCallsThroughProxy(t *testing.T) {
+	dir := t.TempDir()
+	up := filepath.Join(dir, "rt.sock")
+	startRuntime(t, up)
+	_, rs := startProxy(t, dir, up)
+	const version = "/runtime.v1.RuntimeService/Version"
+	const status = "/runtime.v1.RuntimeService/Status"
+	okBefore := value(t, metrics.Requests.WithLabelValues(version, "OK"))
+	unimplBefore := value(t, metrics.Requests.WithLabelValues(status, "Unimplemented"))
+	ctx := context.Background()
+	for range 3 {
+		if _, err := rs.Version(ctx, &runtimeapi.VersionRequest{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := rs.Status(ctx, &runtimeapi.StatusRequest{}); err == nil {
+		t.Fatal("Status: want Unimplemented from the fake runtime, got nil")
+	}
+	if got := value(t, metrics.Requests.WithLabelValues(version, "OK")) - okBefore; got != 3 {
+		t.Errorf("requests_total{Version,OK} grew by %v, want 3", got)
+	}
+	if got := value(t, metrics.Requests.WithLabelValues(status, "Unimplemented")) - unimplBefore; got != 1 {
+		t.Errorf("requests_total{Status,Unimplemented} grew by %v, want 1", got)
+	}
+	metrics.Record(policy.Request{Pod: policy.Pod{Namespace: "team-a"}}, policy.Decision{Action: policy.Reject, Reason: policy.ReasonSandboxBelow})
+	metrics.TranslatedErrors.WithLabelValues("oom").Inc()
+	metrics.SetBuildInfo("v9.9.9", "abc", "v0.35.0", "go1.26")
+
+	code, body := get(t, metrics.Handler(metrics.HandlerOptions{}), "/metrics")
+	if code != http.StatusOK {
+		t.Fatalf("/metrics: %d", code)
+	}
+	for _, want := range []string{
+		`cri_guard_requests_total{code="OK",method="/runtime.v1.RuntimeService/Version"} `,
+		`cri_guard_requests_total{code="Unimplemented",method="/runtime.v1.RuntimeService/Status"} `,
+		`cri_guard_request_duration_seconds_bucket{method="/runtime.v1.RuntimeService/Version",le="+Inf"} `,
+		`cri_guard_policy_decisions_total{action="reject",namespace="team-a",reason="sandbox-below-floor"} 1`,
+		`cri_guard_translated_errors_total{family="oom"} 1`,
+		`cri_guard_config_reloads_total{result="failure"} 0`,
+		`cri_guard_upstream_reconnects_total 0`,
+		`cri_guard_build_info{commit="abc",cri_api="v0.35.0",goversion="go1.26",version="v9.9.9"} 1`,
+		`process_open_fds `,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+}
+
+func TestReadyzFollowsUpstream(t *testing.T) {
+	dir := t.TempDir()
+	up := filepath.Join(dir, "rt.sock")
+	p, _ := startProxy(t, dir, up) // nothing listens at up yet
+	h := metrics.Handler(metrics.HandlerOptions{
+		ReadyTimeout: 300 * time.Millisecond,
+		Ready: func(ctx context.Context) error {
+			_, err := p.CheckUpstream(ctx)
+			return err
+		},
+	})
+	if code, body := get(t, h, "/readyz"); code != http.StatusServiceUnavailable || !strings.HasPrefix(body, "not ready: ") {
+		t.Fatalf("/readyz with the runtime down: %d %q, want 503 not ready", code, body)
+	}
+	if code, body := get(t, h, "/healthz"); code != http.StatusOK || body != "ok\n" {
+		t.Fatalf("/healthz: %d %q, want 200 ok", code, body)
+	}
+	startRuntime(t, up)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		code, body := get(t, h, "/readyz")
+		if code == http.StatusOK && body == "ok\n" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz after the runtime came up: %d %q", code, body)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func TestStatusEndpoint(t *testing.T) {
+	h := metrics.Handler(metrics.HandlerOptions{Status: func(context.Context) any { return map[string]string{"configDigest": "sha256:x"} }})
+	code, body := get(t, h, "/status")
+	if code != http.StatusOK || body != "{\n  \"configDigest\": \"sha256:x\"\n}\n" {
+		t.Fatalf("/status: %d %q", code, body)
+	}
+	if code, _ := get(t, metrics.Handler(metrics.HandlerOptions{}), "/status"); code != http.StatusNotFound {
+		t.Fatalf("/status without a Status func: %d, want 404", code)
+	}
+}
+
+func TestListenLoopbackOnly(t *testing.T) {
+	for _, tc := range []struct {
+		name, addr string
+		allow      bool
+		wantErr    bool
+	}{
+		{"ipv4 loopback", "127.0.0.1:0", false, false},
+		{"localhost", "localhost:0", false, false},
+		{"every interface", ":0", false, true},
+		{"unspecified ipv4", "0.0.0.0:0", false, true},
+		{"every interface allowed", "0.0.0.0:0", true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l, err := metrics.Listen(tc.addr, tc.allow)
+			if tc.wantErr {
+				if !errors.Is(err, metrics.ErrNotLoopback) {
+					t.Fatalf("Listen(%q): %v, want ErrNotLoopback", tc.addr, err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Listen(%q): %v", tc.addr, err)
+			}
+			l.Close()
+		})
+	}
+}
+
+// fakeConn plays a sequence of states.
+type fakeConn struct {
+	states []connectivity.State
+	i      int
+}
+
+func (f *fakeConn) GetState() connectivity.State { return f.states[f.i] }
+func (f *fakeConn) WaitForStateChange(ctx context.Context, _ connectivity.State) bool {
+	if f.i+1 >= len(f.states) {
+		return false
+	}
+	f.i++
+	return true
+}
+
+func TestWatchUpstream(t *testing.T) {
+	before := value(t, metrics.UpstreamReconnects)
+	c := &fakeConn{states: []connectivity.State{connectivity.Idle, connectivity.Connecting, connectivity.Ready,
+		connectivity.TransientFailure, connectivity.Connecting, connectivity.Ready, connectivity.TransientFailure, connectivity.Ready}}
+	metrics.WatchUpstream(context.Background(), c)
+	if got := value(t, metrics.UpstreamReconnects) - before; got != 2 {
+		t.Errorf("reconnects grew by %v, want 2", got)
+	}
+	for s, want := range map[string]float64{"READY": 1, "TRANSIENT_FAILURE": 0, "IDLE": 0, "CONNECTING": 0, "SHUTDOWN": 0} {
+		if got := value(t, metrics.UpstreamState.WithLabelValues(s)); got != want {
+			t.Errorf("upstream_state{%s} = %v, want %v", s, got, want)
+		}
+	}
+}
+
+func TestObserveCode(t *testing.T) {
+	before := value(t, metrics.Requests.WithLabelValues("/m", "DeadlineExceeded"))
+	metrics.Observe("/m", codes.DeadlineExceeded, time.Millisecond)
+	if got := value(t, metrics.Requests.WithLabelValues("/m", "DeadlineExceeded")) - before; got != 1 {
+		t.Fatalf("got %v, want 1", got)
+	}
+}
+
+// value reads a counter or gauge.
+func value(t *testing.T, m prometheus.Metric) float64 {
+	t.Helper()
+	var d dto.Metric
+	if err := m.Write(&d); err != nil {
+		t.Fatal(err)
+	}
+	switch {
+	case d.Counter != nil:
+		return d.Counter.GetValue()
+	case d.Gauge != nil:
+		return d.Gauge.GetValue()
+	}
+	t.Fatalf("%v is neither a counter nor a gauge", m.Desc())
+	return 0
+}
