@@ -53,6 +53,16 @@ test-e2e: deps build tools ## run the real-containerd end-to-end tests (as root)
 	CRI_GUARD_E2E=1 CRI_GUARD_BIN=$(CURDIR)/$(BIN)/cri-guard CRITEST=$(CURDIR)/$(BIN)/critest \
 		$(GO) test -count=1 -timeout 25m -v ./test/e2e/ ./internal/harness/
 
+.PHONY: demo
+demo: deps build ## replay the 2000-byte incident on a scratch containerd, directly and through cri-guard (as root)
+	$(GO) build -o $(BIN)/cri-guard-demo ./cmd/cri-guard-demo
+	$(BIN)/cri-guard-demo --bin $(BIN)/cri-guard
+
+.PHONY: run
+run: deps build ## run a scratch containerd with cri-guard in front until Ctrl-C; ARGS go to cri-guard serve (as root)
+	$(GO) build -o $(BIN)/cri-guard-demo ./cmd/cri-guard-demo
+	$(BIN)/cri-guard-demo --bin $(BIN)/cri-guard run $(ARGS)
+
 .PHONY: fuzz
 fuzz: ## run each fuzzer for FUZZTIME (default 10s)
 	@set -e; for pkg in $$($(GO) list ./...); do \
