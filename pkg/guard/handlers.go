@@ -20,6 +20,7 @@ type (
 // RunPodSandbox refuses a pod whose memory limit is below the sandbox floor
 // before anything is created.
 func (g *Guard) RunPodSandbox(ctx context.Context, req *runtimeapi.RunPodSandboxRequest, next runPodSandboxNext) (*runtimeapi.RunPodSandboxResponse, error) {
+	next = g.explainRunPodSandbox(req, next)
 	pol := g.policy.Load()
 	cfg := req.GetConfig()
 	pod := podOf(cfg, req.GetRuntimeHandler())
@@ -44,6 +45,7 @@ func (g *Guard) RunPodSandbox(ctx context.Context, req *runtimeapi.RunPodSandbox
 // CreateContainer checks the container's memory limit against the container
 // floor, and refuses it or raises it to the floor.
 func (g *Guard) CreateContainer(ctx context.Context, req *runtimeapi.CreateContainerRequest, next createContainerNext) (*runtimeapi.CreateContainerResponse, error) {
+	next = g.explainCreateContainer(req, next)
 	pol := g.policy.Load()
 	limit := req.GetConfig().GetLinux().GetResources().GetMemoryLimitInBytes()
 	if !below(pol, limit, false) {
@@ -84,6 +86,7 @@ func (g *Guard) CreateContainer(ctx context.Context, req *runtimeapi.CreateConta
 
 // UpdateContainerResources applies the container floor to a resize.
 func (g *Guard) UpdateContainerResources(ctx context.Context, req *runtimeapi.UpdateContainerResourcesRequest, next updateContainerNext) (*runtimeapi.UpdateContainerResourcesResponse, error) {
+	next = explainByContainer(g, req.GetContainerId(), req.GetLinux().GetMemoryLimitInBytes(), next)
 	pol := g.policy.Load()
 	limit := req.GetLinux().GetMemoryLimitInBytes()
 	if !below(pol, limit, false) {
@@ -110,6 +113,7 @@ func (g *Guard) UpdateContainerResources(ctx context.Context, req *runtimeapi.Up
 
 // UpdatePodSandboxResources applies the sandbox floor to a pod resize.
 func (g *Guard) UpdatePodSandboxResources(ctx context.Context, req *runtimeapi.UpdatePodSandboxResourcesRequest, next updatePodSandboxNext) (*runtimeapi.UpdatePodSandboxResourcesResponse, error) {
+	next = g.explainUpdatePodSandbox(req, next)
 	pol := g.policy.Load()
 	limit := req.GetResources().GetMemoryLimitInBytes()
 	if !below(pol, limit, true) {

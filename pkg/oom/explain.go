@@ -165,6 +165,9 @@ func fix(s Subject, m Match, e Evidence, limit int64, known bool) string {
 		return "a memory quantity without a unit is bytes: give the limit in Mi or Gi, at least " + policy.Quantity(floor)
 	case limit < floor:
 		return "set the memory limit to at least " + policy.Quantity(floor)
+	case limit < SmallLimit:
+		// The floor was lowered below what a runtime needs to start.
+		return "set the memory limit to at least " + policy.Quantity(max(floor, DefaultFloor))
 	}
 	peak := int64(e.Pod.Peak)
 	if e.Container != nil && int64(e.Container.Peak) > peak {
