@@ -125,13 +125,17 @@ func TestContainerStatusOOMKilled(t *testing.T) {
 	g, _ := newOOMGuard(t)
 	running := &runtimeapi.ContainerStatusResponse{Status: &runtimeapi.ContainerStatus{Id: "c1", State: runtimeapi.ContainerState_CONTAINER_RUNNING}}
 	got, err := g.ContainerStatus(context.Background(), &runtimeapi.ContainerStatusRequest{ContainerId: "c1"},
-		func(context.Context, *runtimeapi.ContainerStatusRequest) (*runtimeapi.ContainerStatusResponse, error) { return running, nil })
+		func(context.Context, *runtimeapi.ContainerStatusRequest) (*runtimeapi.ContainerStatusResponse, error) {
+			return running, nil
+		})
 	if err != nil || got != running {
 		t.Errorf("a running container's reply was not passed as is: %v", err)
 	}
 	killed := &runtimeapi.ContainerStatusResponse{Status: &runtimeapi.ContainerStatus{Id: "c1", State: runtimeapi.ContainerState_CONTAINER_EXITED, Reason: "OOMKilled", ExitCode: 137}}
 	got, err = g.ContainerStatus(context.Background(), &runtimeapi.ContainerStatusRequest{ContainerId: "c1"},
-		func(context.Context, *runtimeapi.ContainerStatusRequest) (*runtimeapi.ContainerStatusResponse, error) { return killed, nil })
+		func(context.Context, *runtimeapi.ContainerStatusRequest) (*runtimeapi.ContainerStatusResponse, error) {
+			return killed, nil
+		})
 	want := "cri-guard: pod team-a/web: container app was OOM-killed: its memory limit is 16777216 bytes (16Mi), peak usage 16777216 bytes (16Mi), the pod cgroup's oom_kill counter is 2; fix: raise the memory limit above 16Mi or make the program use less memory"
 	if err != nil || got == killed || got.GetStatus().GetMessage() != want || got.GetStatus().GetReason() != "OOMKilled" || got.GetStatus().GetExitCode() != 137 {
 		t.Errorf("got %v %q\nwant %q", err, got.GetStatus().GetMessage(), want)
