@@ -1,0 +1,90 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cri-guard/cri-guard/internal/demo"
+	"github.com/cri-guard/cri-guard/internal/harness"
+)
+
+// TestDemo runs `make demo`'s program end to end and checks the lines that
+// the demo exists to show, step by step.
+func TestDemo(t *testing.T) {
+	requireE2E(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	bin := os.Getenv("CRI_GUARD_BIN")
+	if bin == "" {
+		dir := t.TempDir()
+		root, err := filepath.Abs("../..")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bin, err = harness.BuildGuard(ctx, root, dir); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var out bytes.Buffer
+	start := time.Now()
+	err := demo.Run(ctx, demo.Options{Binary: bin, Out: &out})
+	t.Logf("demo took %s; output:\n%s", time.Since(start).Round(time.Millisecond), out.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 2*time.Minute {
+		t.Errorf("the demo took %s, want under 2 minutes", d)
+	}
+
+	steps := regexp.MustCompile(`(?m)^\d\. .*\n=+\n`).Split(out.String(), -1)
+	if len(steps) != 5 {
+		t.Fatalf("want a preamble and 4 steps, got %d parts", len(steps))
+	}
+	for i, want := range [][]string{
+		{"Scratch directory: /tmp/cg-demo-", "the host's containerd, if any, is not used or touched"},
+		{
+			// The incident, directly: runc's words, nothing about limits.
+			"Directly to containerd: RunPodSandbox demo/tiny\n   -> Unknown: failed to create containerd task: ",
+			": cannot allocate memory: unknown\n",
+			"Through cri-guard: the same RunPodSandbox\n   -> InvalidArgument: pod demo/tiny: memory limit 2000 bytes is below the 12Mi minimum needed to start the pod sandbox; a memory quantity without a unit is bytes, did you mean 2000Mi?\n",
+		},
+		{
+			"Directly to containerd: CreateContainer, then StartContainer\n   -> ok\n   -> Unknown: ",
+			"unable to set memory limit to 2000 (current usage: ",
+			"Through cri-guard: CreateContainer\n   -> InvalidArgument: pod demo/app, container app: memory limit 2000 bytes is below the 12Mi minimum needed to start a container; a memory quantity without a unit is bytes, did you mean 2000Mi?\n",
+			"--mode raise: CreateContainer, then StartContainer\n   -> ok\n   -> ok\n",
+			"raised to 12Mi",
+			"   = 12582912 (the floor, 12Mi); the container runs\n",
+		},
+		{"Through cri-guard: RunPodSandbox demo/small\n   -> "},
+		{
+			"RunPodSandbox demo/web\n   -> ok\nCreateContainer web\n   -> ok\nStartContainer web\n   -> ok\n",
+			"exec: echo hello from a container started through cri-guard\n   hello from a container started through cri-guard\n",
+			"/kubepods/burstable/podweb-",
+			"\nCleaned up: ",
+		},
+	} {
+		for _, w := range want {
+			if !strings.Contains(steps[i], w) {
+				t.Errorf("part %d of the output lacks %q", i, w)
+			}
+		}
+	}
+
+	// Step 3 either runs `cri-guard explain` or says it is not there yet.
+	if !strings.Contains(steps[3], "`cri-guard explain` is not in this build yet") && !strings.Contains(steps[3], "\ncri-guard explain ") {
+		t.Errorf("step 3 neither runs cri-guard explain nor says it is missing")
+	}
+	// The scratch directory is gone.
+	if m := regexp.MustCompile(`Scratch directory: (\S+) `).FindStringSubmatch(out.String()); m != nil {
+		if _, err := os.Stat(m[1]); !os.IsNotExist(err) {
+			t.Errorf("scratch directory %s left behind (%v)", m[1], err)
+		}
+	}
+}
