@@ -1,0 +1,172 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"path"
+	"sort"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/cri-guard/cri-guard/pkg/facts"
+	"github.com/cri-guard/cri-guard/pkg/oom"
+)
+
+// explain tells why a pod cannot start or keeps dying, from the runtime,
+// the pod's cgroup and the kernel log.
+func explain(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("explain", flag.ContinueOnError)
+	endpoint := fs.String("runtime-endpoint", "unix:///run/containerd/containerd.sock", "the runtime's CRI endpoint")
+	root := fs.String("cgroup-root", facts.DefaultRoot, "where cgroups are mounted")
+	within := fs.String("cgroup-search", "/", "where to search the memory hierarchy for the pod's cgroup (e.g. /kubepods)")
+	asJSON := fs.Bool("json", false, "print the report as JSON")
+	timeout := fs.Duration("timeout", 10*time.Second, "how long to wait for the runtime")
+	if err := fs.Parse(args); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if fs.NArg() != 1 {
+		return fmt.Errorf("%w: cri-guard explain [flags] POD (a pod uid, namespace/name, or sandbox id)", errUsage)
+	}
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	r, err := explainPod(ctx, *endpoint, *root, *within, fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(r)
+	}
+	fmt.Print(r.Text())
+	return nil
+}
+
+func explainPod(ctx context.Context, endpoint, root, within, pod string) (*oom.Report, error) {
+	conn, err := grpc.NewClient(endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, fmt.Errorf("runtime %s: %w", endpoint, err)
+	}
+	defer conn.Close()
+	rs := runtimeapi.NewRuntimeServiceClient(conn)
+	list, err := rs.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
+	if err != nil {
+		return nil, fmt.Errorf("runtime %s: list pod sandboxes: %w", endpoint, err)
+	}
+	r := &oom.Report{Sandboxes: []oom.Sandbox{}, Containers: []oom.Container{}}
+	var sandboxes []*runtimeapi.PodSandbox
+	for _, s := range list.GetItems() {
+		md := s.GetMetadata()
+		if s.GetId() == pod || (len(pod) >= 6 && strings.HasPrefix(s.GetId(), pod)) || md.GetUid() == pod || md.GetNamespace()+"/"+md.GetName() == pod {
+			sandboxes = append(sandboxes, s)
+		}
+	}
+	sort.Slice(sandboxes, func(i, j int) bool { return sandboxes[i].GetCreatedAt() < sandboxes[j].GetCreatedAt() })
+	switch {
+	case len(sandboxes) > 0:
+		md := sandboxes[len(sandboxes)-1].GetMetadata()
+		r.Namespace, r.Name, r.UID = md.GetNamespace(), md.GetName(), md.GetUid()
+	case strings.Contains(pod, "/"):
+		return nil, fmt.Errorf("no sandbox of pod %s: if RunPodSandbox never succeeded, give the pod's uid (kubectl get pod -o jsonpath='{.metadata.uid}')", pod)
+	default:
+		r.UID = pod // never created: only its cgroup may exist
+	}
+	reader := facts.Reader{Root: root}
+	parent := ""
+	for _, s := range sandboxes {
+		r.Sandboxes = append(r.Sandboxes, oom.Sandbox{ID: s.GetId(), Attempt: s.GetMetadata().GetAttempt(), State: s.GetState().String()})
+		if p := sandboxParent(ctx, rs, s.GetId()); p != "" {
+			parent = p
+		}
+	}
+	if parent == "" && r.UID != "" {
+		found, err := oom.FindPodCgroups(root, within, r.UID)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "cri-guard explain: %v\n", err)
+		}
+		if len(found) > 1 {
+			fmt.Fprintf(os.Stderr, "cri-guard explain: %d cgroups for pod %s, using %s: %s\n", len(found), r.UID, found[0], strings.Join(found, " "))
+		}
+		if len(found) > 0 {
+			parent = found[0]
+		}
+	}
+	for _, s := range sandboxes {
+		cs, err := rs.ListContainers(ctx, &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{PodSandboxId: s.GetId()}})
+		if err != nil {
+			return nil, fmt.Errorf("list containers of sandbox %s: %w", s.GetId(), err)
+		}
+		for _, c := range cs.GetContainers() {
+			r.Containers = append(r.Containers, describeContainer(ctx, rs, reader, parent, c))
+		}
+	}
+	if parent != "" {
+		c := oom.ReadCgroup(reader, parent)
+		r.Cgroup = &c
+		r.Kernel = oom.KernelOOMLines(c.Path, 10)
+	}
+	r.Judge()
+	return r, nil
+}
+
+// sandboxParent reads the pod's cgroup parent from the runtime's verbose
+// status (containerd's info.config.linux.cgroup_parent).
+func sandboxParent(ctx context.Context, rs runtimeapi.RuntimeServiceClient, id string) string {
+	st, err := rs.PodSandboxStatus(ctx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: id, Verbose: true})
+	if err != nil {
+		return ""
+	}
+	var info struct {
+		Config struct {
+			Linux struct {
+				CgroupParent string `json:"cgroup_parent"`
+			} `json:"linux"`
+		} `json:"config"`
+	}
+	json.Unmarshal([]byte(st.GetInfo()["info"]), &info) //nolint:errcheck // "" is handled by the caller
+	return info.Config.Linux.CgroupParent
+}
+
+func describeContainer(ctx context.Context, rs runtimeapi.RuntimeServiceClient, reader facts.Reader, parent string, c *runtimeapi.Container) oom.Container {
+	out := oom.Container{ID: c.GetId(), Name: c.GetMetadata().GetName(), Attempt: c.GetMetadata().GetAttempt(), State: c.GetState().String()}
+	st, err := rs.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: c.GetId(), Verbose: true})
+	if err != nil {
+		out.Message = err.Error()
+		return out
+	}
+	out.Reason, out.Message, out.ExitCode = st.GetStatus().GetReason(), st.GetStatus().GetMessage(), st.GetStatus().GetExitCode()
+	out.Limit = st.GetStatus().GetResources().GetLinux().GetMemoryLimitInBytes()
+	var info struct {
+		RuntimeSpec struct {
+			Linux struct {
+				CgroupsPath string `json:"cgroupsPath"`
+				Resources   struct {
+					Memory struct {
+						Limit *int64 `json:"limit"`
+					} `json:"memory"`
+				} `json:"resources"`
+			} `json:"linux"`
+		} `json:"runtimeSpec"`
+	}
+	json.Unmarshal([]byte(st.GetInfo()["info"]), &info) //nolint:errcheck // fields stay empty
+	if l := info.RuntimeSpec.Linux.Resources.Memory.Limit; out.Limit <= 0 && l != nil && *l > 0 {
+		out.Limit = *l
+	}
+	cg := info.RuntimeSpec.Linux.CgroupsPath
+	if !strings.HasPrefix(cg, "/") {
+		cg = oom.ContainerCgroup(parent, c.GetId())
+	}
+	if cg != "" {
+		if m := oom.ReadCgroup(reader, path.Clean(cg)); m.Read {
+			out.Cgroup = &m
+		}
+	}
+	return out
+}

@@ -1,0 +1,177 @@
+package oom
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/cri-guard/cri-guard/pkg/policy"
+)
+
+// Report is what `cri-guard explain` found about one pod, and its JSON
+// output.
+type Report struct {
+	Namespace string `json:"namespace,omitempty"`
+	Name      string `json:"name,omitempty"`
+	UID       string `json:"uid"`
+	// Sandboxes are the pod's sandboxes, one per attempt.
+	Sandboxes []Sandbox `json:"sandboxes"`
+	// Containers are the containers of all the sandboxes.
+	Containers []Container `json:"containers"`
+	// Cgroup is the pod cgroup; nil when none was found.
+	Cgroup *Cgroup `json:"cgroup,omitempty"`
+	// Kernel holds the kernel's oom-kill lines for the pod cgroup.
+	Kernel []string `json:"kernel,omitempty"`
+	// Verdict says what happened; Fix what to change. Judge sets them.
+	Verdict string `json:"verdict"`
+	Fix     string `json:"fix,omitempty"`
+}
+
+// Sandbox is one pod sandbox.
+type Sandbox struct {
+	ID      string `json:"id"`
+	Attempt uint32 `json:"attempt"`
+	State   string `json:"state"`
+}
+
+// Container is one container of the pod.
+type Container struct {
+	ID       string  `json:"id"`
+	Name     string  `json:"name"`
+	Attempt  uint32  `json:"attempt"`
+	State    string  `json:"state"`
+	Reason   string  `json:"reason,omitempty"`
+	Message  string  `json:"message,omitempty"`
+	ExitCode int32   `json:"exitCode"`
+	Limit    int64   `json:"limit"` // 0: none of its own
+	Cgroup   *Cgroup `json:"cgroup,omitempty"`
+}
+
+// Judge sets the report's verdict and fix from what it holds.
+func (r *Report) Judge() {
+	pod := r.Cgroup
+	limited := pod != nil && pod.Read && !pod.Unlimited
+	var killed []string
+	for _, c := range r.Containers {
+		if c.Reason == "OOMKilled" {
+			killed = append(killed, c.Name)
+		}
+	}
+	ready := false
+	for _, s := range r.Sandboxes {
+		if s.State == "SANDBOX_READY" {
+			ready = true
+		}
+	}
+	switch {
+	case limited && pod.Limit < SmallLimit:
+		what := "no pod sandbox exists: RunPodSandbox keeps failing"
+		if len(r.Sandboxes) > 0 && !ready {
+			what = "its sandbox is not ready"
+		} else if ready {
+			what = "its containers cannot start"
+		}
+		r.Verdict = fmt.Sprintf("the pod's memory limit, %s, is too small to start a container (runc and the pause process need a few MiB); %s%s",
+			policy.Bytes(pod.Limit), what, oomCount(pod))
+		if pod.Limit < policy.MiB {
+			r.Fix = "a memory quantity without a unit is bytes: give the limit in Mi or Gi, at least " + policy.Quantity(DefaultFloor)
+		} else {
+			r.Fix = "set the pod's memory limit to at least " + policy.Quantity(DefaultFloor)
+		}
+	case len(killed) > 0:
+		r.Verdict = fmt.Sprintf("container %s was OOM-killed%s", strings.Join(dedup(killed), ", "), oomCount(pod))
+		r.Fix = "raise the memory limit of " + strings.Join(dedup(killed), ", ") + " above its peak usage, or make it use less memory"
+	case pod != nil && pod.Read && pod.OOMKills > 0:
+		r.Verdict = fmt.Sprintf("processes in the pod were OOM-killed%s", oomCount(pod))
+		r.Fix = "raise the memory limit of the container that uses the most memory"
+	case pod == nil && len(r.Sandboxes) == 0:
+		r.Verdict = "no sandbox and no cgroup found for this pod"
+	default:
+		r.Verdict = "no sign of memory trouble: no OOM kill in the pod cgroup and no container OOMKilled"
+	}
+}
+
+func oomCount(c *Cgroup) string {
+	if c == nil || !c.Read || c.OOMKills == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (the pod cgroup's oom_kill counter is %d)", c.OOMKills)
+}
+
+func dedup(s []string) []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, v := range s {
+		if !seen[v] {
+			seen[v] = true
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// Text writes the report for a person.
+func (r *Report) Text() string {
+	var b strings.Builder
+	name := r.Namespace + "/" + r.Name
+	if r.Name == "" {
+		name = "<never created>"
+	}
+	fmt.Fprintf(&b, "pod %s (uid %s)\n", name, r.UID)
+	fmt.Fprintf(&b, "sandboxes: %d\n", len(r.Sandboxes))
+	for _, s := range r.Sandboxes {
+		fmt.Fprintf(&b, "  %s  attempt %d  %s\n", short(s.ID), s.Attempt, s.State)
+	}
+	fmt.Fprintf(&b, "containers: %d\n", len(r.Containers))
+	for _, c := range r.Containers {
+		fmt.Fprintf(&b, "  %s  %s  attempt %d  %s", short(c.ID), c.Name, c.Attempt, c.State)
+		if c.Reason != "" {
+			fmt.Fprintf(&b, "  reason %s  exit code %d", c.Reason, c.ExitCode)
+		}
+		if c.Limit > 0 {
+			fmt.Fprintf(&b, "  limit %s", policy.Bytes(c.Limit))
+		} else {
+			b.WriteString("  no limit of its own")
+		}
+		b.WriteString("\n")
+		if c.Cgroup != nil && c.Cgroup.Read {
+			fmt.Fprintf(&b, "    cgroup %s\n", cgroupLine(c.Cgroup))
+		}
+	}
+	switch {
+	case r.Cgroup == nil:
+		b.WriteString("pod cgroup: not found\n")
+	case !r.Cgroup.Read:
+		fmt.Fprintf(&b, "pod cgroup: %s: %s\n", r.Cgroup.Path, r.Cgroup.Error)
+	default:
+		fmt.Fprintf(&b, "pod cgroup: %s\n  %s\n", r.Cgroup.Path, cgroupLine(r.Cgroup))
+	}
+	if len(r.Kernel) == 0 {
+		b.WriteString("kernel: no oom-kill line for this pod in the kernel log (or the log is not readable)\n")
+	} else {
+		b.WriteString("kernel:\n")
+		for _, l := range r.Kernel {
+			fmt.Fprintf(&b, "  %s\n", l)
+		}
+	}
+	fmt.Fprintf(&b, "verdict: %s\n", r.Verdict)
+	if r.Fix != "" {
+		fmt.Fprintf(&b, "fix: %s\n", r.Fix)
+	}
+	return b.String()
+}
+
+func cgroupLine(c *Cgroup) string {
+	limit := "unlimited"
+	if !c.Unlimited {
+		limit = policy.Bytes(c.Limit)
+	}
+	return fmt.Sprintf("limit %s, usage %s, peak %s, failcnt %d, oom_kill %d",
+		limit, policy.Bytes(int64(c.Usage)), policy.Bytes(int64(c.Peak)), c.Failcnt, c.OOMKills)
+}
+
+func short(id string) string {
+	if len(id) > 13 {
+		return id[:13]
+	}
+	return id
+}
