@@ -3,6 +3,7 @@ package policy
 import (
 	"fmt"
 	"strconv"
+	"strings"
 
 	"k8s.io/apimachinery/pkg/api/resource"
 )
@@ -29,13 +30,17 @@ func ParseQuantity(s string) (int64, error) {
 }
 
 // Quantity formats bytes as the shortest exact Kubernetes quantity: 12Mi,
-// 6M, or a plain number of bytes (never 2k: that reads as a typo).
+// 6M, or a plain number of bytes (never 2k: that reads as a typo). On a tie
+// the binary form wins.
 func Quantity(b int64) string {
-	s := resource.NewQuantity(b, resource.BinarySI).String()
-	if s == strconv.FormatInt(b, 10) && b >= 1_000_000 {
-		s = resource.NewQuantity(b, resource.DecimalSI).String()
+	best := strconv.FormatInt(b, 10)
+	for _, f := range []resource.Format{resource.BinarySI, resource.DecimalSI} {
+		s := resource.NewQuantity(b, f).String()
+		if len(s) < len(best) && !strings.HasSuffix(s, "k") {
+			best = s
+		}
 	}
-	return s
+	return best
 }
 
 // Bytes formats bytes for a person: "2000 bytes", or "8388608 bytes (8Mi)"
