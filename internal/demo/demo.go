@@ -335,7 +335,8 @@ func (d *demo) oomAtStart(ctx context.Context, _ internalapi.RuntimeService) err
 		d.say("\n`cri-guard explain` is not in this build yet (issue 4), so there is nothing to explain with.")
 		return nil
 	}
-	args := []string{"explain", "--upstream", d.rt.Endpoint, namespace + "/" + cfg.Metadata.Name}
+	// The sandbox never started, so explain finds the pod by its uid.
+	args := []string{"explain", "--runtime-endpoint", d.rt.Endpoint, "--cgroup-search", d.rt.CgroupRoot, cfg.Metadata.Uid}
 	d.say("\ncri-guard %s", strings.Join(args, " "))
 	out, err := exec.CommandContext(ctx, d.opts.Binary, args...).CombinedOutput()
 	for _, l := range strings.Split(strings.TrimRight(string(out), "\n"), "\n") {
