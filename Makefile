@@ -72,6 +72,22 @@ fuzz: ## run each fuzzer for FUZZTIME (default 10s)
 		done; \
 	done
 
+BENCHTIME ?= 1s
+
+.PHONY: bench
+bench: ## benchmark the relay against direct, a byte splice and a naive gRPC relay (fake runtime + real containerd, as root); table in bin/bench.md, JSON in bin/bench.json
+	@mkdir -p $(BIN)
+	$(GO) build -o $(BIN)/cri-guard-bench ./bench
+	$(BIN)/cri-guard-bench -dur $(BENCHTIME) -json $(BIN)/bench.json | tee $(BIN)/bench.md
+	$(GO) test -run '^$$' -bench '^BenchmarkRelay' -benchmem -benchtime 200x ./bench/ | tee -a $(BIN)/bench.md
+
+.PHONY: bench-smoke
+bench-smoke: ## run the relay benchmark for a few seconds (fake runtime only, no root), failing on any error
+	@mkdir -p $(BIN)
+	$(GO) build -o $(BIN)/cri-guard-bench ./bench
+	$(BIN)/cri-guard-bench -dur 50ms -conc 1,16 -entries 500 -real=false -strict -json $(BIN)/bench-smoke.json >/dev/null
+	$(GO) test -run '^$$' -bench '^BenchmarkRelay' -benchmem -benchtime 5x ./bench/ >/dev/null
+
 .PHONY: clean
 clean: ## remove build output
 	rm -rf $(BIN)

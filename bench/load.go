@@ -1,0 +1,177 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+)
+
+// relay is one way to reach the runtime: directly or through a relay
+// running in a child process.
+type relay struct {
+	name     string
+	endpoint string // unix://...
+	ctl      string // footprint socket; "" for direct
+	cmd      *exec.Cmd
+}
+
+type footprint struct {
+	goroutines int
+	rss        int64
+	cpuUs      int64
+}
+
+func (r *relay) sample() (footprint, bool) {
+	if r.ctl == "" {
+		return footprint{}, false
+	}
+	c, err := net.DialTimeout("unix", r.ctl, time.Second)
+	if err != nil {
+		return footprint{}, false
+	}
+	defer c.Close()
+	var f footprint
+	var u, s int64
+	if _, err := fmt.Fscan(bufio.NewReader(c), &f.goroutines, &f.rss, &u, &s); err != nil {
+		return footprint{}, false
+	}
+	f.cpuUs = u + s
+	return f, true
+}
+
+func (r *relay) stop() {
+	if r.cmd != nil && r.cmd.Process != nil {
+		_ = r.cmd.Process.Signal(os.Interrupt)
+		done := make(chan struct{})
+		go func() { _ = r.cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			_ = r.cmd.Process.Kill()
+			<-done
+		}
+	}
+}
+
+// startRelay runs this program as a child serving kind in front of upstream.
+func startRelay(kind, dir, upstream, cgroupRoot string) (*relay, error) {
+	listen := filepath.Join(dir, kind+".sock")
+	ctl := filepath.Join(dir, kind+".ctl")
+	os.Remove(listen)
+	os.Remove(ctl)
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(self, "-child", kind, "-listen", listen, "-upstream", upstream, "-ctl", ctl, "-cgroup-root", cgroupRoot)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	r := &relay{name: kind, endpoint: "unix://" + listen, ctl: ctl, cmd: cmd}
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if _, ok := r.sample(); ok {
+			return r, nil
+		}
+	}
+	r.stop()
+	return nil, fmt.Errorf("relay %s did not start", kind)
+}
+
+// Result is one measured cell.
+type Result struct {
+	Suite      string  `json:"suite"`
+	Workload   string  `json:"workload"`
+	Relay      string  `json:"relay"`
+	Conc       int     `json:"concurrency"`
+	Calls      int     `json:"calls"`
+	Errors     int     `json:"errors"`
+	P50Ms      float64 `json:"p50_ms"`
+	P99Ms      float64 `json:"p99_ms"`
+	PerSec     float64 `json:"per_sec"`
+	CPUUsCall  float64 `json:"relay_cpu_us_per_call"` // -1: not measured (direct)
+	RSSMiB     float64 `json:"relay_rss_mib_under_load"`
+	Goroutines int     `json:"relay_goroutines_under_load"`
+}
+
+// measure runs op from c goroutines for dur after a short warm-up.
+func measure(r *relay, suite, workload string, c int, dur time.Duration, op func(context.Context) error) Result {
+	warm := max(dur/5, 30*time.Millisecond)
+	drive(c, warm, op)
+	before, ok := r.sample()
+	var mid footprint
+	var wg sync.WaitGroup
+	if ok {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			time.Sleep(dur / 2)
+			mid, _ = r.sample()
+		}()
+	}
+	lat, errs, elapsed := drive(c, dur, op)
+	wg.Wait()
+	after, _ := r.sample()
+	res := Result{Suite: suite, Workload: workload, Relay: r.name, Conc: c, Calls: len(lat), Errors: errs, CPUUsCall: -1}
+	if len(lat) > 0 {
+		sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+		res.P50Ms = ms(lat[len(lat)/2])
+		res.P99Ms = ms(lat[min(len(lat)-1, len(lat)*99/100)])
+		res.PerSec = float64(len(lat)) / elapsed.Seconds()
+		if ok {
+			res.CPUUsCall = float64(after.cpuUs-before.cpuUs) / float64(len(lat))
+		}
+	}
+	if ok {
+		res.RSSMiB = float64(max(mid.rss, after.rss)) / (1 << 20)
+		res.Goroutines = mid.goroutines
+	}
+	return res
+}
+
+func ms(d time.Duration) float64 { return float64(d) / 1e6 }
+
+// drive calls op from c goroutines until dur has passed.
+func drive(c int, dur time.Duration, op func(context.Context) error) ([]time.Duration, int, time.Duration) {
+	var mu sync.Mutex
+	var all []time.Duration
+	errs := 0
+	start := time.Now()
+	end := start.Add(dur)
+	var wg sync.WaitGroup
+	for range c {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			lat := make([]time.Duration, 0, 1024)
+			e := 0
+			for time.Now().Before(end) {
+				t := time.Now()
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				err := op(ctx)
+				cancel()
+				if err != nil {
+					e++
+					if e == 1 {
+						fmt.Fprintln(os.Stderr, "call error:", err)
+					}
+					continue
+				}
+				lat = append(lat, time.Since(t))
+			}
+			mu.Lock()
+			all = append(all, lat...)
+			errs += e
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return all, errs, time.Since(start)
+}

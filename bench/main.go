@@ -1,0 +1,255 @@
+// Command bench measures cri-guard's relay side by side with a direct
+// connection, a raw unix-socket byte splice (the floor) and a naive gRPC
+// relay, against a zero-work fake runtime and a real containerd. It prints
+// a markdown table and writes the same results as JSON.
+//
+// Every relay runs in a child process (this program, re-executed), so its
+// CPU time (getrusage), RSS and goroutines are measured the same way.
+//
+//	go run ./bench -dur 1s -json bin/bench.json        # fake runtime + containerd (root)
+//	go run ./bench -dur 100ms -real=false               # smoke
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	"go.opentelemetry.io/otel/trace/noop"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	internalapi "k8s.io/cri-api/pkg/apis"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	remote "k8s.io/cri-client/pkg"
+)
+
+var relayKinds = []string{"splice", "naive", "cri-guard"}
+
+func main() {
+	child := flag.String("child", "", "internal: serve this relay kind")
+	listen := flag.String("listen", "", "internal: child's socket")
+	upstream := flag.String("upstream", "", "internal: child's upstream socket")
+	ctl := flag.String("ctl", "", "internal: child's footprint socket")
+	cgroupRoot := flag.String("cgroup-root", "", "internal: cgroup root for the guard")
+	dur := flag.Duration("dur", time.Second, "measuring time per cell")
+	entries := flag.Int("entries", 5000, "sandboxes in the fake runtime's large list")
+	real := flag.Bool("real", true, "also measure against a real containerd (root)")
+	containers := flag.Int("containers", 200, "real containers to create for ListContainers")
+	setup := flag.Duration("setup-timeout", 4*time.Minute, "bound on creating the real containers")
+	jsonOut := flag.String("json", "bin/bench.json", "write results here as JSON")
+	conc := flag.String("conc", "1,16,64", "concurrencies for the fake runtime")
+	strict := flag.Bool("strict", false, "fail when any cell had errors or no calls (for CI)")
+	flag.Parse()
+	if *child != "" {
+		if err := runChild(*child, *listen, *upstream, *ctl, *cgroupRoot); err != nil {
+			fmt.Fprintln(os.Stderr, "bench child:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	var cs []int
+	for _, f := range strings.Split(*conc, ",") {
+		var n int
+		fmt.Sscan(f, &n)
+		cs = append(cs, n)
+	}
+	rep := &report{Machine: machine()}
+	err := fakeSuite(rep, *dur, *entries, cs)
+	if err == nil && *real {
+		err = realSuite(rep, *dur, *containers, *setup)
+	}
+	rep.evaluate()
+	rep.print(os.Stdout)
+	if *jsonOut != "" {
+		b, _ := json.MarshalIndent(rep, "", "  ")
+		_ = os.MkdirAll(filepath.Dir(*jsonOut), 0o755)
+		if werr := os.WriteFile(*jsonOut, append(b, '\n'), 0o644); werr != nil && err == nil {
+			err = werr
+		}
+	}
+	if err == nil && *strict {
+		for _, x := range rep.Results {
+			if x.Errors > 0 || x.Calls == 0 {
+				err = fmt.Errorf("%s %s c=%d via %s: %d calls, %d errors", x.Suite, x.Workload, x.Conc, x.Relay, x.Calls, x.Errors)
+				break
+			}
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func machine() string {
+	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
+	return fmt.Sprintf("nproc=%d kernel=%s %s %s/%s", runtime.NumCPU(), strings.TrimSpace(string(kernel)), runtime.Version(), runtime.GOOS, runtime.GOARCH)
+}
+
+type clients struct {
+	rs   internalapi.RuntimeService
+	is   internalapi.ImageManagerService
+	conn *grpc.ClientConn // raw, for streams
+}
+
+func dialAll(ctx context.Context, endpoint string, image bool) (*clients, error) {
+	c := &clients{}
+	var err error
+	if c.rs, err = remote.NewRemoteRuntimeService(ctx, endpoint, 10*time.Second, noop.NewTracerProvider(), false); err != nil {
+		return nil, err
+	}
+	if image {
+		if c.is, err = remote.NewRemoteImageService(ctx, endpoint, 10*time.Second, noop.NewTracerProvider(), false); err != nil {
+			return nil, err
+		}
+	}
+	if c.conn, err = grpc.NewClient(endpoint, grpc.WithTransportCredentials(insecure.NewCredentials())); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// startRelays returns direct plus every relay kind in front of upstream.
+func startRelays(dir, upstream, cgroupRoot string, image bool) ([]*relay, map[string]*clients, func(), error) {
+	rs := []*relay{{name: "direct", endpoint: "unix://" + upstream}}
+	stop := func() {
+		for _, r := range rs {
+			r.stop()
+		}
+	}
+	for _, k := range relayKinds {
+		r, err := startRelay(k, dir, upstream, cgroupRoot)
+		if err != nil {
+			stop()
+			return nil, nil, nil, err
+		}
+		rs = append(rs, r)
+	}
+	cl := map[string]*clients{}
+	for _, r := range rs {
+		c, err := dialAll(context.Background(), r.endpoint, image)
+		if err != nil {
+			stop()
+			return nil, nil, nil, fmt.Errorf("%s: %w", r.name, err)
+		}
+		cl[r.name] = c
+	}
+	return rs, cl, stop, nil
+}
+
+type workload struct {
+	name string
+	op   func(c *clients) func(context.Context) error
+}
+
+func fakeSuite(rep *report, dur time.Duration, entries int, cs []int) error {
+	dir, err := os.MkdirTemp("/tmp", "cg-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	up := filepath.Join(dir, "fake.sock")
+	stopFake, err := startFake(up, entries)
+	if err != nil {
+		return err
+	}
+	defer stopFake()
+	relays, cl, stop, err := startRelays(dir, up, "", false)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	for _, r := range relays {
+		if f, ok := r.sample(); ok {
+			rep.Idle = append(rep.Idle, Idle{Relay: r.name, RSSMiB: float64(f.rss) / (1 << 20), Goroutines: f.goroutines})
+		}
+	}
+	big := fmt.Sprintf("ListPodSandbox-%d", entries)
+	wls := []workload{
+		{"Version", func(c *clients) func(context.Context) error {
+			return func(ctx context.Context) error { _, err := c.rs.Version(ctx, "v1"); return err }
+		}},
+		{"ListPodSandbox-0", func(c *clients) func(context.Context) error {
+			return func(ctx context.Context) error { _, err := c.rs.ListPodSandbox(ctx, nil); return err }
+		}},
+		{big, func(c *clients) func(context.Context) error {
+			f := &runtimeapi.PodSandboxFilter{Id: bigListID}
+			return func(ctx context.Context) error {
+				items, err := c.rs.ListPodSandbox(ctx, f)
+				if err == nil && len(items) != entries {
+					err = fmt.Errorf("got %d sandboxes, want %d", len(items), entries)
+				}
+				return err
+			}
+		}},
+		{"ContainerStatus", func(c *clients) func(context.Context) error {
+			return func(ctx context.Context) error { _, err := c.rs.ContainerStatus(ctx, "abc", false); return err }
+		}},
+	}
+	for _, w := range wls {
+		for _, c := range cs {
+			for _, r := range relays {
+				res := measure(r, "fake", w.name, c, dur, w.op(cl[r.name]))
+				fmt.Fprintf(os.Stderr, "fake %-22s c=%-3d %-10s p50=%.3fms %8.0f/s\n", w.name, c, r.name, res.P50Ms, res.PerSec)
+				rep.Results = append(rep.Results, res)
+			}
+		}
+	}
+	// Stream throughput: one GetContainerEvents stream, events per second.
+	for _, r := range relays {
+		res := streamEvents(r, cl[r.name].conn, dur)
+		fmt.Fprintf(os.Stderr, "fake GetContainerEvents %-10s %8.0f events/s\n", r.name, res.PerSec)
+		rep.Results = append(rep.Results, res)
+	}
+	for _, c := range cl {
+		c.conn.Close()
+	}
+	return nil
+}
+
+// Idle is a relay's footprint before any load.
+type Idle struct {
+	Relay      string  `json:"relay"`
+	RSSMiB     float64 `json:"rss_mib"`
+	Goroutines int     `json:"goroutines"`
+}
+
+// streamEvents counts the events one GetContainerEvents stream delivers in
+// dur, after a short warm-up stream.
+func streamEvents(r *relay, conn *grpc.ClientConn, dur time.Duration) Result {
+	run := func(d time.Duration) int {
+		ctx, cancel := context.WithTimeout(context.Background(), d)
+		defer cancel()
+		s, err := runtimeapi.NewRuntimeServiceClient(conn).GetContainerEvents(ctx, &runtimeapi.GetEventsRequest{})
+		if err != nil {
+			return 0
+		}
+		n := 0
+		for {
+			if _, err := s.Recv(); err != nil {
+				return n
+			}
+			n++
+		}
+	}
+	run(max(dur/5, 30*time.Millisecond))
+	before, ok := r.sample()
+	start := time.Now()
+	n := run(dur)
+	elapsed := time.Since(start)
+	after, _ := r.sample()
+	res := Result{Suite: "fake", Workload: "GetContainerEvents (events)", Relay: r.name, Conc: 1, Calls: n, CPUUsCall: -1,
+		PerSec: float64(n) / elapsed.Seconds()}
+	if ok && n > 0 {
+		res.CPUUsCall = float64(after.cpuUs-before.cpuUs) / float64(n)
+		res.RSSMiB = float64(after.rss) / (1 << 20)
+		res.Goroutines = after.goroutines
+	}
+	return res
+}
