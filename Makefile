@@ -5,6 +5,10 @@ GO       ?= go
 BIN      := bin
 PREFIX   ?= /usr/local
 DESTDIR  ?=
+# Where `make install` puts the systemd units; packages use /lib/systemd/system.
+UNITDIR  ?= /etc/systemd/system
+KUBELET_DROPIN_DIR ?= /etc/systemd/system/kubelet.service.d
+CONFDIR  ?= /etc/cri-guard
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT   ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS  := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
@@ -87,6 +91,28 @@ bench-smoke: ## run the relay benchmark for a few seconds (fake runtime only, no
 	$(GO) build -o $(BIN)/cri-guard-bench ./bench
 	$(BIN)/cri-guard-bench -dur 50ms -conc 1,16 -entries 500 -real=false -strict -json $(BIN)/bench-smoke.json >/dev/null
 	$(GO) test -run '^$$' -bench '^BenchmarkRelay' -benchmem -benchtime 5x ./bench/ >/dev/null
+
+.PHONY: install
+install: build ## install the binary, systemd units, kubelet drop-in and (if absent) config under DESTDIR/PREFIX
+	install -D -m 0755 $(BIN)/cri-guard $(DESTDIR)$(PREFIX)/bin/cri-guard
+	install -d -m 0755 $(DESTDIR)$(UNITDIR) $(DESTDIR)$(KUBELET_DROPIN_DIR)
+	sed 's|/usr/local/bin/cri-guard|$(PREFIX)/bin/cri-guard|' systemd/cri-guard.service > $(DESTDIR)$(UNITDIR)/cri-guard.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/cri-guard.service
+	install -m 0644 systemd/cri-guard.socket $(DESTDIR)$(UNITDIR)/cri-guard.socket
+	install -m 0644 systemd/10-cri-guard.conf $(DESTDIR)$(KUBELET_DROPIN_DIR)/10-cri-guard.conf
+	@if [ -e $(DESTDIR)$(CONFDIR)/config.yaml ]; then \
+		echo "keeping the existing $(DESTDIR)$(CONFDIR)/config.yaml (the default is systemd/config.yaml)"; \
+	else \
+		install -D -m 0644 systemd/config.yaml $(DESTDIR)$(CONFDIR)/config.yaml; \
+	fi
+	@echo "next: systemctl daemon-reload && systemctl enable --now cri-guard.socket cri-guard.service && systemctl restart kubelet (docs/operations.md)"
+
+.PHONY: uninstall
+uninstall: ## remove what install put under DESTDIR/PREFIX, except the config file
+	rm -f $(DESTDIR)$(PREFIX)/bin/cri-guard $(DESTDIR)$(UNITDIR)/cri-guard.service $(DESTDIR)$(UNITDIR)/cri-guard.socket \
+		$(DESTDIR)$(KUBELET_DROPIN_DIR)/10-cri-guard.conf
+	-rmdir $(DESTDIR)$(KUBELET_DROPIN_DIR) 2>/dev/null
+	@echo "kept $(DESTDIR)$(CONFDIR)/config.yaml; remove it by hand if you are done with cri-guard"
 
 .PHONY: clean
 clean: ## remove build output
