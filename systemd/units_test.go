@@ -101,6 +101,11 @@ func TestUnitsVerify(t *testing.T) {
 		filepath.Join(dir, "kubelet.service")); out != "" {
 		t.Fatalf("systemd-analyze verify:\n%s", out)
 	}
+	// The hardening keeps the exposure score at 3.0 or lower ("OK").
+	svc := filepath.Join(dir, "cri-guard.service")
+	if out, err := exec.Command(tool, "security", "--offline=true", "--threshold=30", svc).CombinedOutput(); err != nil {
+		t.Fatalf("systemd-analyze security: %v\n%s", err, out)
+	}
 }
 
 // TestVerifyCatchesWarnings shows that verify's warnings fail the test.
@@ -170,6 +175,7 @@ func TestUnitContents(t *testing.T) {
 		{"kmsg readable", svc, "Service.ProtectKernelLogs", nil},
 		{"no private devices", svc, "Service.PrivateDevices", nil},
 		{"caps", svc, "Service.CapabilityBoundingSet", []string{"CAP_CHOWN CAP_SYSLOG"}},
+		{"loopback only", svc, "Service.IPAddressAllow", []string{"localhost"}},
 		{"families", svc, "Service.RestrictAddressFamilies", []string{"AF_UNIX AF_INET AF_INET6"}},
 		{"socket path", sock, "Socket.ListenStream", []string{"/run/cri-guard/cri-guard.sock"}},
 		{"socket mode", sock, "Socket.SocketMode", []string{"0660"}},
