@@ -67,6 +67,11 @@ run: deps build ## run a scratch containerd with cri-guard in front until Ctrl-C
 	$(GO) build -o $(BIN)/cri-guard-demo ./cmd/cri-guard-demo
 	$(BIN)/cri-guard-demo --bin $(BIN)/cri-guard run $(ARGS)
 
+.PHONY: soak
+soak: deps build ## run the soak test against a real containerd for SOAK (default 5m, as root)
+	CRI_GUARD_E2E=1 CRI_GUARD_BIN=$(CURDIR)/$(BIN)/cri-guard CRI_GUARD_SOAK=$(or $(SOAK),5m) \
+		$(GO) test -count=1 -timeout 30m -v -run '^TestSoak$$' ./test/e2e/
+
 .PHONY: fuzz
 fuzz: ## run each fuzzer for FUZZTIME (default 10s)
 	@set -e; for pkg in $$($(GO) list ./...); do \
