@@ -39,23 +39,23 @@ func onError[Req, Resp any](next func(context.Context, Req) (Resp, error), expla
 	}
 }
 
-// oomCount reads the oom_kill counter of a cgroup before a call; -1 when it
-// cannot.
-func (g *Guard) oomCount(parent string) int64 {
+// counters reads the oom_kill and failcnt counters of a cgroup before a
+// call; -1 when it cannot.
+func (g *Guard) counters(parent string) (oomKills, failcnt int64) {
 	if parent == "" {
-		return -1
+		return -1, -1
 	}
 	m, err := g.facts.Memory(parent)
 	if err != nil {
-		return -1
+		return -1, -1
 	}
-	return int64(m.OOMKills)
+	return int64(m.OOMKills), int64(m.Failcnt)
 }
 
 // explain rewrites err when it is a memory failure that the evidence
 // supports. parent is the pod's cgroup parent; container, when not empty,
 // the container's own cgroup.
-func (g *Guard) explain(ctx context.Context, err error, s oom.Subject, parent, container string, before int64) error {
+func (g *Guard) explain(ctx context.Context, err error, s oom.Subject, parent, container string, before, failBefore int64) error {
 	st, ok := status.FromError(err)
 	if !ok {
 		return err
@@ -64,11 +64,11 @@ func (g *Guard) explain(ctx context.Context, err error, s oom.Subject, parent, c
 	if m.Family == oom.None {
 		return err
 	}
-	return g.explainMatch(ctx, st, m, s, parent, container, before)
+	return g.explainMatch(ctx, st, m, s, parent, container, before, failBefore)
 }
 
-func (g *Guard) explainMatch(ctx context.Context, st *status.Status, m oom.Match, s oom.Subject, parent, container string, before int64) error {
-	ev := oom.Evidence{Pod: oom.ReadCgroup(g.facts, parent), OOMBefore: before}
+func (g *Guard) explainMatch(ctx context.Context, st *status.Status, m oom.Match, s oom.Subject, parent, container string, before, failBefore int64) error {
+	ev := oom.Evidence{Pod: oom.ReadCgroup(g.facts, parent), OOMBefore: before, FailBefore: failBefore}
 	if container != "" {
 		if c := oom.ReadCgroup(g.facts, container); c.Read {
 			ev.Container = &c
@@ -100,12 +100,12 @@ func podName(p policy.Pod) string {
 func (g *Guard) explainRunPodSandbox(req *runtimeapi.RunPodSandboxRequest, next runPodSandboxNext) runPodSandboxNext {
 	cfg := req.GetConfig()
 	parent := cfg.GetLinux().GetCgroupParent()
-	before := g.oomCount(parent)
+	before, failBefore := g.counters(parent)
 	return onError(next, func(ctx context.Context, err error) error {
 		pod := podOf(cfg, req.GetRuntimeHandler())
 		s := oom.Subject{Pod: podName(pod), Limit: cfg.GetLinux().GetResources().GetMemoryLimitInBytes(),
 			Floor: g.policy.Load().FloorsFor(req.GetRuntimeHandler()).Sandbox}
-		return g.explain(ctx, err, s, parent, "", before)
+		return g.explain(ctx, err, s, parent, "", before, failBefore)
 	})
 }
 
@@ -113,7 +113,7 @@ func (g *Guard) explainRunPodSandbox(req *runtimeapi.RunPodSandboxRequest, next 
 func (g *Guard) explainCreateContainer(req *runtimeapi.CreateContainerRequest, next createContainerNext) createContainerNext {
 	sb := req.GetSandboxConfig()
 	parent := sb.GetLinux().GetCgroupParent()
-	before := g.oomCount(parent)
+	before, failBefore := g.counters(parent)
 	return onError(next, func(ctx context.Context, err error) error {
 		limit := req.GetConfig().GetLinux().GetResources().GetMemoryLimitInBytes()
 		if limit <= 0 {
@@ -121,7 +121,7 @@ func (g *Guard) explainCreateContainer(req *runtimeapi.CreateContainerRequest, n
 		}
 		s := oom.Subject{Pod: podName(podOf(sb, "")), Container: req.GetConfig().GetMetadata().GetName(),
 			Limit: limit, Floor: g.policy.Load().Floors.Container}
-		return g.explain(ctx, err, s, parent, "", before)
+		return g.explain(ctx, err, s, parent, "", before, failBefore)
 	})
 }
 
@@ -146,7 +146,7 @@ func explainByContainer[Req, Resp any](g *Guard, id string, limit int64, next fu
 		if s.Limit <= 0 {
 			s.Limit = c.limit
 		}
-		return g.explainMatch(ctx, st, m, s, c.podParent, c.cgroup, -1)
+		return g.explainMatch(ctx, st, m, s, c.podParent, c.cgroup, -1, -1)
 	})
 }
 
@@ -168,7 +168,7 @@ func (g *Guard) explainUpdatePodSandbox(req *runtimeapi.UpdatePodSandboxResource
 		}
 		s := oom.Subject{Pod: podName(pod), Limit: req.GetResources().GetMemoryLimitInBytes(),
 			Floor: g.policy.Load().FloorsFor(pod.RuntimeHandler).Sandbox}
-		return g.explainMatch(ctx, st, m, s, parent, "", -1)
+		return g.explainMatch(ctx, st, m, s, parent, "", -1, -1)
 	})
 }
 

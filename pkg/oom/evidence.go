@@ -3,6 +3,7 @@ package oom
 import (
 	"fmt"
 	"path"
+	"strings"
 
 	"github.com/cri-guard/cri-guard/pkg/facts"
 )
@@ -70,6 +71,8 @@ type Evidence struct {
 	// OOMBefore is the pod cgroup's oom_kill counter read before the call
 	// was forwarded, or -1 when it was not read.
 	OOMBefore int64 `json:"oomBefore"`
+	// FailBefore is the pod cgroup's failcnt read before the call, or -1.
+	FailBefore int64 `json:"failcntBefore"`
 	// Kernel holds the kernel's oom-kill lines for the pod cgroup.
 	Kernel []string `json:"kernel,omitempty"`
 }
@@ -88,4 +91,32 @@ func (e Evidence) counterText() string {
 		return fmt.Sprintf("the pod cgroup's oom_kill counter is %d", e.Pod.OOMKills)
 	}
 	return ""
+}
+
+// failText says how often the pod cgroup hit its limit during the call, or
+// "". On cgroup v1 the pod cgroup's oom_kill counter does not count kills
+// in its children, so this and the kernel's line are the evidence there.
+func (e Evidence) failText() string {
+	if e.FailBefore >= 0 && e.Pod.Read && e.Pod.Failcnt > uint64(e.FailBefore) {
+		return fmt.Sprintf("the pod cgroup hit its limit %d times during the call (failcnt %d to %d)", e.Pod.Failcnt-uint64(e.FailBefore), e.FailBefore, e.Pod.Failcnt)
+	}
+	return ""
+}
+
+// ShortKernelLine keeps the fields of an oom-kill line that matter to a
+// person: the constraint, the cgroups and the task.
+func ShortKernelLine(line string) string {
+	body, ok := strings.CutPrefix(line, "oom-kill:")
+	if !ok {
+		return line
+	}
+	var keep []string
+	for _, f := range strings.Split(body, ",") {
+		k, _, _ := strings.Cut(f, "=")
+		switch k {
+		case "constraint", "oom_memcg", "task_memcg", "task", "pid":
+			keep = append(keep, f)
+		}
+	}
+	return "oom-kill:" + strings.Join(keep, ",")
 }

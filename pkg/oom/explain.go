@@ -124,13 +124,15 @@ func evidenceText(m Match, e Evidence) string {
 	if t := e.counterText(); t != "" {
 		parts = append(parts, t)
 	}
-	if e.Pod.Read {
+	if t := e.failText(); t != "" {
+		parts = append(parts, t)
+	} else if e.Pod.Read {
 		if e.Pod.Failcnt > 0 {
 			parts = append(parts, fmt.Sprintf("failcnt %d", e.Pod.Failcnt))
 		}
-		if e.Pod.Peak > 0 {
-			parts = append(parts, "peak usage "+policy.Bytes(int64(e.Pod.Peak)))
-		}
+	}
+	if e.Pod.Read && e.Pod.Peak > 0 {
+		parts = append(parts, "peak usage "+policy.Bytes(int64(e.Pod.Peak)))
 	}
 	if c := e.Container; c != nil && c.Read {
 		if c.OOMKills > 0 {
@@ -141,7 +143,7 @@ func evidenceText(m Match, e Evidence) string {
 		}
 	}
 	if len(e.Kernel) > 0 {
-		parts = append(parts, "kernel: "+e.Kernel[len(e.Kernel)-1])
+		parts = append(parts, "kernel: "+ShortKernelLine(e.Kernel[len(e.Kernel)-1]))
 	}
 	return strings.Join(parts, ", ")
 }

@@ -19,9 +19,9 @@ func TestExplain(t *testing.T) {
 		"counter rose": {
 			s: Subject{Pod: "e2e/web", Limit: 1 << 20, Floor: 12 << 20},
 			m: initOOM,
-			e: Evidence{Pod: Cgroup{Path: "/kubepods/pod1", Read: true, Limit: 1 << 20, Failcnt: 9, Peak: 1 << 20, OOMKills: 3}, OOMBefore: 2,
+			e: Evidence{Pod: Cgroup{Path: "/kubepods/pod1", Read: true, Limit: 1 << 20, Failcnt: 9, Peak: 1 << 20, OOMKills: 3}, OOMBefore: 2, FailBefore: 5,
 				Kernel: []string{"oom-kill:constraint=CONSTRAINT_MEMCG,oom_memcg=/kubepods/pod1,task=runc:[2:INIT],pid=1,uid=0"}},
-			want: "cri-guard: pod e2e/web: memory limit 1048576 bytes (1Mi): the pod sandbox (pause container) was OOM-killed while starting (evidence: the pod cgroup's oom_kill counter went from 2 to 3 during the call, failcnt 9, peak usage 1048576 bytes (1Mi), kernel: oom-kill:constraint=CONSTRAINT_MEMCG,oom_memcg=/kubepods/pod1,task=runc:[2:INIT],pid=1,uid=0); fix: set the memory limit to at least 12Mi",
+			want: "cri-guard: pod e2e/web: memory limit 1048576 bytes (1Mi): the pod sandbox (pause container) was OOM-killed while starting (evidence: the pod cgroup's oom_kill counter went from 2 to 3 during the call, the pod cgroup hit its limit 4 times during the call (failcnt 5 to 9), peak usage 1048576 bytes (1Mi), kernel: oom-kill:constraint=CONSTRAINT_MEMCG,oom_memcg=/kubepods/pod1,task=runc:[2:INIT],pid=1); fix: set the memory limit to at least 12Mi",
 		},
 		"tiny limit, no counter": {
 			s:    Subject{Pod: "e2e/web", Limit: 2000},

@@ -6,6 +6,16 @@ import (
 	"testing"
 )
 
+func TestShortKernelLine(t *testing.T) {
+	const line = "oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=abc,mems_allowed=0,oom_memcg=/k/pod1,task_memcg=/k/pod1/abc,task=runc:[2:INIT],pid=42,uid=0"
+	if got, want := ShortKernelLine(line), "oom-kill:constraint=CONSTRAINT_MEMCG,oom_memcg=/k/pod1,task_memcg=/k/pod1/abc,task=runc:[2:INIT],pid=42"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+	if got := ShortKernelLine("other"); got != "other" {
+		t.Errorf("got %q", got)
+	}
+}
+
 func TestMatchRecord(t *testing.T) {
 	const line = "oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=abc,mems_allowed=0,oom_memcg=/kubepods/burstable/pod1,task_memcg=/kubepods/burstable/pod1/abc,task=runc:[2:INIT],pid=42,uid=0"
 	for name, tc := range map[string]struct {

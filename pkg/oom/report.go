@@ -71,17 +71,17 @@ func (r *Report) Judge() {
 			what = "its containers cannot start"
 		}
 		r.Verdict = fmt.Sprintf("the pod's memory limit, %s, is too small to start a container (runc and the pause process need a few MiB); %s%s",
-			policy.Bytes(pod.Limit), what, oomCount(pod))
+			policy.Bytes(pod.Limit), what, r.evidence())
 		if pod.Limit < policy.MiB {
 			r.Fix = "a memory quantity without a unit is bytes: give the limit in Mi or Gi, at least " + policy.Quantity(DefaultFloor)
 		} else {
 			r.Fix = "set the pod's memory limit to at least " + policy.Quantity(DefaultFloor)
 		}
 	case len(killed) > 0:
-		r.Verdict = fmt.Sprintf("container %s was OOM-killed%s", strings.Join(dedup(killed), ", "), oomCount(pod))
+		r.Verdict = fmt.Sprintf("container %s was OOM-killed%s", strings.Join(dedup(killed), ", "), r.evidence())
 		r.Fix = "raise the memory limit of " + strings.Join(dedup(killed), ", ") + " above its peak usage, or make it use less memory"
-	case pod != nil && pod.Read && pod.OOMKills > 0:
-		r.Verdict = fmt.Sprintf("processes in the pod were OOM-killed%s", oomCount(pod))
+	case (pod != nil && pod.Read && pod.OOMKills > 0) || len(r.Kernel) > 0:
+		r.Verdict = fmt.Sprintf("processes in the pod were OOM-killed%s", r.evidence())
 		r.Fix = "raise the memory limit of the container that uses the most memory"
 	case pod == nil && len(r.Sandboxes) == 0:
 		r.Verdict = "no sandbox and no cgroup found for this pod"
@@ -90,11 +90,21 @@ func (r *Report) Judge() {
 	}
 }
 
-func oomCount(c *Cgroup) string {
-	if c == nil || !c.Read || c.OOMKills == 0 {
+// evidence says what shows OOM kills: the counter and the kernel's lines.
+func (r *Report) evidence() string {
+	var parts []string
+	if c := r.Cgroup; c != nil && c.Read && c.OOMKills > 0 {
+		parts = append(parts, fmt.Sprintf("the pod cgroup's oom_kill counter is %d", c.OOMKills))
+	}
+	if n := len(r.Kernel); n == 1 {
+		parts = append(parts, "the kernel logged 1 oom-kill in this pod's cgroups")
+	} else if n > 1 {
+		parts = append(parts, fmt.Sprintf("the kernel logged %d oom-kills in this pod's cgroups", n))
+	}
+	if len(parts) == 0 {
 		return ""
 	}
-	return fmt.Sprintf(" (the pod cgroup's oom_kill counter is %d)", c.OOMKills)
+	return " (" + strings.Join(parts, "; ") + ")"
 }
 
 func dedup(s []string) []string {

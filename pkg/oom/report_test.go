@@ -20,9 +20,14 @@ func TestJudge(t *testing.T) {
 			fix:     "a memory quantity without a unit is bytes: give the limit in Mi or Gi, at least 12Mi",
 		},
 		"container killed": {
-			r:       Report{Cgroup: big, Sandboxes: []Sandbox{{State: "SANDBOX_READY"}}, Containers: []Container{{Name: "app", Reason: "OOMKilled"}, {Name: "app", Reason: "OOMKilled"}}},
-			verdict: "container app was OOM-killed (the pod cgroup's oom_kill counter is 1)",
+			r:       Report{Cgroup: big, Kernel: []string{"a", "b"}, Sandboxes: []Sandbox{{State: "SANDBOX_READY"}}, Containers: []Container{{Name: "app", Reason: "OOMKilled"}, {Name: "app", Reason: "OOMKilled"}}},
+			verdict: "container app was OOM-killed (the pod cgroup's oom_kill counter is 1; the kernel logged 2 oom-kills in this pod's cgroups)",
 			fix:     "raise the memory limit of app above its peak usage, or make it use less memory",
+		},
+		"kernel only (cgroup v1 counts kills in the child)": {
+			r:       Report{Cgroup: &Cgroup{Read: true, Limit: 256 << 20}, Kernel: []string{"a"}},
+			verdict: "processes in the pod were OOM-killed (the kernel logged 1 oom-kill in this pod's cgroups)",
+			fix:     "raise the memory limit of the container that uses the most memory",
 		},
 		"healthy": {
 			r:       Report{Cgroup: &Cgroup{Read: true, Limit: 256 << 20}, Sandboxes: []Sandbox{{State: "SANDBOX_READY"}}, Containers: []Container{{Name: "app", State: "CONTAINER_RUNNING"}}},
