@@ -79,17 +79,24 @@ var settingsFrame = frameHeader(0, http2.FrameSettings, 0, 0)
 func TestGarbageOnTheSocket(t *testing.T) {
 	random := make([]byte, 4096)
 	rand.New(rand.NewSource(1)).Read(random)
-	for name, send := range map[string][]byte{
-		"HTTP/1.1 request":          []byte("GET /runtime.v1.RuntimeService/Version HTTP/1.1\r\nHost: cri-guard\r\n\r\n"),
-		"random bytes":              random,
-		"preface then random bytes": append([]byte(http2.ClientPreface), random...),
+	truncated := bytes.Join([][]byte{[]byte(http2.ClientPreface), settingsFrame,
+		frameHeader(1000, http2.FrameHeaders, http2.FlagHeadersEndHeaders, 1), make([]byte, 10)}, nil)
+	oversized := bytes.Join([][]byte{[]byte(http2.ClientPreface), settingsFrame,
+		frameHeader(1<<24-1, http2.FrameData, 0, 1), make([]byte, 64)}, nil)
+	for name, tc := range map[string]struct {
+		send []byte
+		// closed: the server closes the connection without waiting for
+		// the client to hang up.
+		closed bool
+	}{
+		"HTTP/1.1 request":          {[]byte("GET /runtime.v1.RuntimeService/Version HTTP/1.1\r\nHost: cri-guard\r\n\r\n"), true},
+		"random bytes":              {random, true},
+		"preface then random bytes": {append([]byte(http2.ClientPreface), random...), true},
 		// A HEADERS frame that announces 1000 bytes and brings 10.
-		"truncated frame": bytes.Join([][]byte{[]byte(http2.ClientPreface), settingsFrame,
-			frameHeader(1000, http2.FrameHeaders, http2.FlagHeadersEndHeaders, 1), make([]byte, 10)}, nil),
+		"truncated frame": {truncated, false},
 		// A frame far larger than the 16 KiB that HTTP/2 allows by default.
-		"oversized frame": bytes.Join([][]byte{[]byte(http2.ClientPreface), settingsFrame,
-			frameHeader(1<<24-1, http2.FrameData, 0, 1), make([]byte, 64)}, nil),
-		"empty": nil,
+		"oversized frame": {oversized, true},
+		"empty":           {nil, false},
 	} {
 		t.Run(name, func(t *testing.T) {
 			sock, client, _ := garbageProxy(t)
@@ -99,11 +106,16 @@ func TestGarbageOnTheSocket(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer c.Close()
-			if _, err := c.Write(send); err != nil {
+			if _, err := c.Write(tc.send); err != nil {
 				t.Fatal(err)
 			}
 			// While the bad connection is open, others are served.
 			works(t, client)
+			if tc.closed {
+				closedByServer(t, c)
+				works(t, client)
+				return
+			}
 			// A client that stops mid-frame is closed once it hangs up.
 			c.(*net.UnixConn).CloseWrite()
 			closedByServer(t, c)
