@@ -253,9 +253,7 @@ func TestSocketActivationSurvivesRestart(t *testing.T) {
 	if _, err := version("unix://"+path, 10*time.Second); err != nil {
 		t.Fatalf("Version on the activated socket: %v\n%s", err, d.out.String())
 	}
-	if !strings.Contains(d.out.String(), "socket-activated=true") {
-		t.Errorf("log does not say socket-activated=true:\n%s", d.out.String())
-	}
+	d.waitLog(t, "socket-activated=true")
 	if _, err := os.Stat(unused); !os.IsNotExist(err) {
 		t.Errorf("--listen path was created although a socket was passed: %v", err)
 	}
@@ -437,5 +435,52 @@ func TestMetricsListenLoopbackOnly(t *testing.T) {
 				t.Fatalf("exit %v, output:\n%s\nwant an error containing %q", d.err, d.out.String(), tc.want)
 			}
 		})
+	}
+}
+
+// TestSystemdSocketActivate hands the socket over with systemd's own tool,
+// as cri-guard.socket does.
+func TestSystemdSocketActivate(t *testing.T) {
+	tool, err := exec.LookPath("systemd-socket-activate")
+	if err != nil {
+		if os.Getenv("CRI_GUARD_E2E") == "" {
+			t.Skip("systemd-socket-activate not found (apt-get install systemd)")
+		}
+		t.Fatal("CRI_GUARD_E2E is set but systemd-socket-activate is missing: run make deps")
+	}
+	bin := binary(t)
+	dir := shortDir(t)
+	up := fakeRuntime(t, dir)
+	path := filepath.Join(dir, "sd.sock")
+	d := start(t, exec.Command(tool, "-l", path, bin, "serve", "--listen", "unix://"+filepath.Join(dir, "unused.sock"), "--upstream", up))
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := os.Stat(path); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("systemd-socket-activate did not create %s:\n%s", path, d.out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	v, err := version("unix://"+path, 15*time.Second)
+	if err != nil {
+		t.Fatalf("Version through the activated socket: %v", err)
+	}
+	if v.GetRuntimeName() != "fakert" {
+		t.Fatalf("runtime %q, want fakert", v.GetRuntimeName())
+	}
+	d.waitLog(t, "socket-activated=true")
+}
+
+// waitLog waits up to 5s for the output to contain s: the serving line is
+// logged just after the socket starts serving.
+func (d *daemon) waitLog(t *testing.T, s string) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(d.out.String(), s); {
+		if time.Now().After(deadline) {
+			t.Fatalf("output lacks %q:\n%s", s, d.out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
