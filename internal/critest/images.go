@@ -3,7 +3,10 @@ package critest
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	_ "embed"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -37,7 +40,7 @@ const (
 
 // PauseRefs are the two references of the same pause image that the
 // "removing image from one registry" and "pulled from different registries"
-// specs pull; they must resolve to one image.
+// specs pull; they must resolve to one image, and to no other tag.
 var PauseRefs = []string{"registry.k8s.io/pause:3.9", "k8s.gcr.io/pause:3.9"}
 
 // Unservable lists the references critest pulls that no stand-in can
@@ -327,8 +330,15 @@ func (h *Helpers) ImageSpecs() []harness.ImageSpec {
 	return specs
 }
 
-// Images builds every stand-in image critest needs, including the pause
-// image (harness.PauseImage) served additionally under PauseRefs.
+// Images builds every stand-in image critest needs, including a pause
+// image served under PauseRefs. That one is harness.PauseImage with an
+// extra label, so that it is a different image from the runtime's sandbox
+// image: critest removes pause:3.9 by image ID and expects exactly its two
+// tags on it, which fails when it shares its ID with the sandbox image
+// (containerd re-tags that one whenever it starts a sandbox). The harness
+// also serves registry.k8s.io/pause:3.9; images passed in
+// harness.Options.Images are added to the registry after the harness's
+// own, so this one is served under that tag.
 func Images(ctx context.Context, workDir string) ([]*harness.Image, error) {
 	h, err := BuildHelpers(ctx, workDir)
 	if err != nil {
@@ -346,21 +356,58 @@ func Images(ctx context.Context, workDir string) ([]*harness.Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, ref := range PauseRefs {
-		if !contains(pause.Refs, ref) {
-			pause.Refs = append(pause.Refs, ref)
-		}
+	pause, err = relabel(pause, PauseRefs, map[string]string{"io.cri-guard.critest": "pause-3.9"})
+	if err != nil {
+		return nil, fmt.Errorf("critest pause image: %w", err)
 	}
 	return append(imgs, pause), nil
 }
 
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
+// relabel returns a copy of img served as refs, with labels added to its
+// config (and so a different config digest and image ID).
+func relabel(img *harness.Image, refs []string, labels map[string]string) (*harness.Image, error) {
+	var cfg map[string]any
+	if err := json.Unmarshal(img.Config.Data, &cfg); err != nil {
+		return nil, err
 	}
-	return false
+	rc, _ := cfg["config"].(map[string]any)
+	if rc == nil {
+		rc = map[string]any{}
+		cfg["config"] = rc
+	}
+	l, _ := rc["Labels"].(map[string]any)
+	if l == nil {
+		l = map[string]any{}
+		rc["Labels"] = l
+	}
+	for k, v := range labels {
+		l[k] = v
+	}
+	cfgJSON, err := json.Marshal(cfg)
+	if err != nil {
+		return nil, err
+	}
+	var m map[string]any
+	if err := json.Unmarshal(img.Manifest.Data, &m); err != nil {
+		return nil, err
+	}
+	cfgBlob := harness.Blob{MediaType: img.Config.MediaType, Digest: sha256Digest(cfgJSON), Data: cfgJSON}
+	m["config"] = cfgBlob.Descriptor()
+	mJSON, err := json.Marshal(m)
+	if err != nil {
+		return nil, err
+	}
+	return &harness.Image{
+		Refs:     append([]string(nil), refs...),
+		Manifest: harness.Blob{MediaType: img.Manifest.MediaType, Digest: sha256Digest(mJSON), Data: mJSON},
+		Config:   cfgBlob,
+		Layers:   append([]harness.Blob(nil), img.Layers...),
+	}, nil
+}
+
+func sha256Digest(data []byte) string {
+	sum := sha256.Sum256(data)
+	return "sha256:" + hex.EncodeToString(sum[:])
 }
 
 // Refs returns every reference served by imgs, sorted.

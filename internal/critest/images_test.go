@@ -1,6 +1,7 @@
 package critest
 
 import (
+	"encoding/json"
 	"os"
 	"strings"
 	"testing"
@@ -137,4 +138,71 @@ func findFile(s harness.ImageSpec, p string) *harness.File {
 		}
 	}
 	return found
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+func TestRelabelMakesADistinctValidImage(t *testing.T) {
+	orig, err := harness.Build(harness.ImageSpec{
+		Refs:   []string{"registry.k8s.io/pause:3.10"},
+		Layers: [][]harness.File{{{Path: "/pause", Mode: 0o755, Data: []byte("pause")}}},
+		Config: harness.ImageConfig{Entrypoint: []string{"/pause"}, User: "65535:65535"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := relabel(orig, PauseRefs, map[string]string{"k": "v"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if img.Digest() == orig.Digest() || img.Config.Digest == orig.Config.Digest {
+		t.Error("relabelled image has the original's digest")
+	}
+	if len(img.Refs) != 2 || img.Refs[0] != PauseRefs[0] || img.Refs[1] != PauseRefs[1] {
+		t.Errorf("refs = %v, want %v", img.Refs, PauseRefs)
+	}
+	if img.Digest() != sha256Digest(img.Manifest.Data) || img.Config.Digest != sha256Digest(img.Config.Data) {
+		t.Error("digests do not match the content")
+	}
+	var m struct {
+		Config harness.Descriptor   `json:"config"`
+		Layers []harness.Descriptor `json:"layers"`
+	}
+	if err := json.Unmarshal(img.Manifest.Data, &m); err != nil {
+		t.Fatal(err)
+	}
+	if m.Config.Digest != img.Config.Digest || m.Config.Size != img.Config.Size() {
+		t.Errorf("manifest config descriptor %+v does not describe the config", m.Config)
+	}
+	if len(m.Layers) != 1 || m.Layers[0].Digest != orig.Layers[0].Digest {
+		t.Errorf("layers changed: %+v", m.Layers)
+	}
+	var cfg struct {
+		Config struct {
+			User       string
+			Entrypoint []string
+			Labels     map[string]string
+		} `json:"config"`
+	}
+	if err := json.Unmarshal(img.Config.Data, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Config.Labels["k"] != "v" || cfg.Config.User != "65535:65535" || len(cfg.Config.Entrypoint) != 1 {
+		t.Errorf("config = %+v, want the original plus the label", cfg.Config)
+	}
+	// The registry serves it under both refs.
+	reg := harness.NewRegistry()
+	if err := reg.Add(img); err != nil {
+		t.Fatal(err)
+	}
+	if hosts := reg.Hosts(); len(hosts) != 2 {
+		t.Errorf("registry hosts = %v, want registry.k8s.io and k8s.gcr.io", hosts)
+	}
 }
