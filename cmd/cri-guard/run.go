@@ -19,6 +19,7 @@ var commands = []command{
 	{"serve", "run the proxy between the kubelet and the runtime", serve},
 	{"check-config", "validate a configuration file", func(_ context.Context, args []string) error { return checkConfig(args) }},
 	{"explain", "explain why a pod cannot start or was OOM-killed", explain},
+	{"status", "ask a running daemon for its version, config digest and upstream state", statusCmd},
 	{"version", "print the version", func(context.Context, []string) error { fmt.Println(versionString()); return nil }},
 }
 
