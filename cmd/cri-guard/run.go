@@ -20,6 +20,7 @@ var commands = []command{
 	{"check-config", "validate a configuration file", func(_ context.Context, args []string) error { return checkConfig(args) }},
 	{"explain", "explain why a pod cannot start or was OOM-killed", explain},
 	{"status", "ask a running daemon for its version, config digest and upstream state", statusCmd},
+	{"calibrate", "measure the smallest memory limits that start on this node", calibrateCmd},
 	{"version", "print the version", func(context.Context, []string) error { fmt.Println(versionString()); return nil }},
 }
 
