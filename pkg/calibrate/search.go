@@ -136,6 +136,7 @@ func (s Search) Run(ctx context.Context, probe Probe) (Result, error) {
 	}
 	// Invariant: lo fails (-1 stands for "below Min"), hi passed its round.
 	lo, hi := -1, last
+	passed := map[int]bool{last: true} // points that passed a round
 	for {
 		for hi-lo > 1 {
 			mid := lo + (hi-lo)/2
@@ -145,6 +146,7 @@ func (s Search) Run(ctx context.Context, probe Probe) (Result, error) {
 			}
 			if ok {
 				hi = mid
+				passed[mid] = true
 			} else {
 				lo = mid
 			}
@@ -157,16 +159,14 @@ func (s Search) Run(ctx context.Context, probe Probe) (Result, error) {
 			break
 		}
 		// hi is flaky: it and everything below are out. Search again
-		// above it, up to Max, which passed once but is not trusted more
-		// than any other limit.
+		// between it and the next point above that passed a round (Max
+		// at worst), which is trusted no more than hi was: it too must
+		// pass a confirmation.
 		if hi == last {
 			return res, s.noPass(res)
 		}
-		lo, hi = hi, last
-		if ok, err := round(hi, s.Attempts, false); err != nil {
-			return res, err
-		} else if !ok {
-			return res, s.noPass(res)
+		lo = hi
+		for hi = lo + 1; !passed[hi]; hi++ {
 		}
 	}
 	res.Threshold = s.limit(hi)
