@@ -37,6 +37,11 @@ func serve(ctx context.Context, args []string) error {
 	}
 	level := new(slog.LevelVar)
 	log := newLogger(cfg, level)
+	// Take SIGHUP before anything can reach the socket: its default action
+	// would end the process.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 
 	g, err := guard.New(guard.Options{
 		Policy: &cfg.Policy,
@@ -92,9 +97,6 @@ func serve(ctx context.Context, args []string) error {
 	}
 
 	r := &reloader{flags: flags, current: cfg, guard: g, level: level, log: log}
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 	tick := time.NewTicker(2 * time.Second)
 	defer tick.Stop()
 	for {
