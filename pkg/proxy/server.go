@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"runtime"
 	"sync"
 	"time"
 
@@ -81,6 +82,10 @@ func New(upstream string, opts ...Option) (*Server, error) {
 		grpc.MaxRecvMsgSize(o.maxMsgSize),
 		grpc.MaxSendMsgSize(o.maxMsgSize),
 		grpc.SharedWriteBuffer(true),
+		// Reuse goroutines for calls: a fresh goroutine per call grows
+		// its stack on every call (runtime.newstack and copystack were
+		// about a tenth of the relay's CPU in the profile).
+		grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
 	)
 	return s, nil
 }
