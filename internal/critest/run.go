@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -109,6 +110,18 @@ func Compare(direct, proxied *Report) (lost []string) {
 	}
 	sort.Strings(lost)
 	return lost
+}
+
+// FocusRegexp returns a ginkgo focus expression (for Options.Focus) that
+// selects exactly the specs named, e.g. to re-run the ones Compare lists.
+// Ginkgo matches it against "<suite description> <spec name>", so a name
+// is anchored at the end and after a space.
+func FocusRegexp(names []string) string {
+	quoted := make([]string, len(names))
+	for i, n := range names {
+		quoted[i] = regexp.QuoteMeta(n)
+	}
+	return "(^| )(" + strings.Join(quoted, "|") + ")$"
 }
 
 // The subset of ginkgo v2's types.Report that is used here.

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -270,5 +271,20 @@ func TestTailBuffer(t *testing.T) {
 	tb.Write([]byte("defg"))
 	if got := tb.String(); got != "defg" {
 		t.Errorf("tail = %q, want %q", got, "defg")
+	}
+}
+
+func TestFocusRegexp(t *testing.T) {
+	names := []string{specDigest, specHostPID}
+	re := regexp.MustCompile(FocusRegexp(names))
+	for _, n := range names {
+		if !re.MatchString(n) || !re.MatchString("CRI validation "+n) {
+			t.Errorf("%s does not match %q", re, n)
+		}
+	}
+	for _, n := range []string{specRunAs, specHostPID + " more", "x" + specDigest, "CRI validation x" + specDigest} {
+		if re.MatchString(n) {
+			t.Errorf("%s matches %q", re, n)
+		}
 	}
 }

@@ -92,8 +92,7 @@ func TestCritestParity(t *testing.T) {
 		}
 	}()
 
-	run := func(name, endpoint string) *critest.Report {
-		o := opts
+	run := func(name, endpoint string, o critest.Options) *critest.Report {
 		if reportDir != "" {
 			o.ReportPath = filepath.Join(reportDir, name+".json")
 		}
@@ -116,7 +115,7 @@ func TestCritestParity(t *testing.T) {
 		return rep
 	}
 
-	direct := run("direct", rt.Endpoint)
+	direct := run("direct", rt.Endpoint, opts)
 	for _, name := range direct.Names(critest.Failed) {
 		sp, _ := direct.Lookup(name)
 		t.Logf("direct FAIL: %s: %s", name, critestFirstLine(sp.Message))
@@ -148,14 +147,31 @@ func TestCritestParity(t *testing.T) {
 		}
 	}()
 
-	proxied := run("proxied", guard.Endpoint)
+	proxied := run("proxied", guard.Endpoint, opts)
 	lost := critest.Compare(direct, proxied)
-	for _, name := range lost {
-		sp, _ := proxied.Lookup(name)
-		t.Errorf("passes directly but not through cri-guard: %s (%s: %s)", name, sp.State, critestFirstLine(sp.Message))
+	flaky := 0
+	if len(lost) > 0 {
+		// Timing-sensitive specs can fail once on a loaded machine: re-run
+		// the lost ones through cri-guard, alone, and report those that
+		// fail again.
+		t.Logf("%d specs lost through cri-guard; re-running them once: %q", len(lost), lost)
+		o := opts
+		o.Parallel = 1
+		o.Focus = []string{critest.FocusRegexp(lost)}
+		rerun := run("proxied-rerun", guard.Endpoint, o)
+		for _, name := range lost {
+			if sp, ok := rerun.Lookup(name); ok && sp.State == critest.Passed {
+				first, _ := proxied.Lookup(name)
+				t.Logf("flaky through cri-guard (passed on re-run): %s (first: %s: %s)", name, first.State, critestFirstLine(first.Message))
+				flaky++
+				continue
+			}
+			sp, _ := rerun.Lookup(name)
+			t.Errorf("passes directly but not through cri-guard: %s (%s: %s)", name, sp.State, critestFirstLine(sp.Message))
+		}
 	}
-	t.Logf("critest parity: direct %s; through cri-guard %s; %d lost",
-		direct.Summary(), proxied.Summary(), len(lost))
+	t.Logf("critest parity: direct %s; through cri-guard %s; %d lost (%d more passed on re-run)",
+		direct.Summary(), proxied.Summary(), len(lost)-flaky, flaky)
 }
 
 // critestBinary returns the critest binary and the directory holding the
