@@ -53,7 +53,7 @@ func calibrateCmd(ctx context.Context, args []string) error {
 		confirm  = fs.Int("confirm", -1, "more starts at the candidate threshold before it is accepted; -1: twice --attempts")
 		minS     = fs.String("min", "256Ki", "lower bound of the search")
 		maxS     = fs.String("max", "64Mi", "upper bound of the search")
-		stepS    = fs.String("step", "256Ki", "resolution of the search")
+		stepS    = fs.String("step", "512Ki", "resolution of the search")
 		podS     = fs.String("container-pod-memory", "256Mi", "memory limit of the pod that holds the probed containers")
 		parent   = fs.String("cgroup-parent", calibrate.DefaultParent, "cgroup under which calibration pod cgroups are created (cgroupfs driver)")
 		settle   = fs.Duration("settle", 300*time.Millisecond, "how long a start must keep running to count")

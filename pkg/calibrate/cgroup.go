@@ -29,6 +29,12 @@ type Cgroups struct {
 	// V1 are the v1 hierarchies' mount points; Memory the memory one.
 	V1     []string
 	Memory string
+	// Unified is, on a hybrid host, the v2 hierarchy mounted beside the v1
+	// ones (/sys/fs/cgroup/unified). The kubelet creates nothing there,
+	// but runc mirrors the container's cgroup path into it and removes
+	// only the leaf, so the pod directories it leaves are removed from it
+	// too.
+	Unified string
 }
 
 // DetectCgroups reads /proc/self/mountinfo.
@@ -88,6 +94,9 @@ func parseMountInfo(sc *bufio.Scanner, parent string) (*Cgroups, error) {
 		return nil, errors.New("cgroup v1 without a memory hierarchy")
 	case len(c.V1) > 0:
 		// v1 or hybrid: the kubelet uses the v1 hierarchies.
+		if len(v2) > 0 {
+			c.Unified = v2[0]
+		}
 	case len(v2) > 0:
 		c.V2 = v2[0]
 	default:
@@ -129,6 +138,16 @@ func (c *Cgroups) hierarchies() []string {
 		return []string{c.V2}
 	}
 	return c.V1
+}
+
+// Hierarchies are the mount points from which calibration cgroups are
+// removed: those they are created in, and the hybrid unified one.
+func (c *Cgroups) Hierarchies() []string {
+	h := append([]string{}, c.hierarchies()...)
+	if c.Unified != "" {
+		h = append(h, c.Unified)
+	}
+	return h
 }
 
 // PodParent is the cgroup parent of pod uid, as given to RunPodSandbox.
@@ -227,7 +246,7 @@ func (c *Cgroups) Remove(uid string) error {
 		return fmt.Errorf("remove pod cgroup: invalid pod uid %q", uid)
 	}
 	var errs []error
-	for _, h := range c.hierarchies() {
+	for _, h := range c.Hierarchies() {
 		if err := removeTree(filepath.Join(h, c.PodParent(uid))); err != nil {
 			errs = append(errs, err)
 		}
@@ -239,7 +258,7 @@ func (c *Cgroups) Remove(uid string) error {
 // by another calibration still running stays.
 func (c *Cgroups) RemoveParent() error {
 	var errs []error
-	for _, h := range c.hierarchies() {
+	for _, h := range c.Hierarchies() {
 		err := rmdirRetry(filepath.Join(h, c.Parent))
 		if err != nil && !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.ENOTEMPTY) && !errors.Is(err, syscall.EBUSY) {
 			errs = append(errs, err)
@@ -251,7 +270,7 @@ func (c *Cgroups) RemoveParent() error {
 // Leftovers lists pod cgroups below the parent, in every hierarchy.
 func (c *Cgroups) Leftovers() []string {
 	var out []string
-	for _, h := range c.hierarchies() {
+	for _, h := range c.Hierarchies() {
 		m, _ := filepath.Glob(filepath.Join(h, c.Parent, "pod*"))
 		out = append(out, m...)
 	}

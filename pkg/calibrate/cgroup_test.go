@@ -28,7 +28,7 @@ func TestParseMountInfo(t *testing.T) {
 	}{
 		"hybrid v1": {in: v1, parent: "/cri-guard-calibrate", want: &Cgroups{Parent: "/cri-guard-calibrate",
 			V1:     []string{"/sys/fs/cgroup/cpu,cpuacct", "/sys/fs/cgroup/cpuset", "/sys/fs/cgroup/memory", "/sys/fs/cgroup/systemd"},
-			Memory: "/sys/fs/cgroup/memory"}},
+			Memory: "/sys/fs/cgroup/memory", Unified: "/sys/fs/cgroup/unified"}},
 		"v2":              {in: v2, parent: "/x", want: &Cgroups{Parent: "/x", V2: "/sys/fs/cgroup"}},
 		"escaped v1":      {in: `30 25 0:28 / /sys/fs/cg\040mem rw - cgroup cgroup rw,memory`, parent: "/x", want: &Cgroups{Parent: "/x", V1: []string{"/sys/fs/cg mem"}, Memory: "/sys/fs/cg mem"}},
 		"no cgroups":      {in: "40 1 0:40 / /mnt rw - ext4 /dev/sda1 rw\n", parent: "/x", err: "no cgroup filesystem"},

@@ -358,7 +358,7 @@ func (r *Runtime) Cleanup() error {
 		}
 	}
 	if r.Cgroups != nil {
-		for _, h := range r.Cgroups.hierarchies() {
+		for _, h := range r.Cgroups.Hierarchies() {
 			m, _ := filepath.Glob(filepath.Join(h, r.Cgroups.Parent, "pod"+r.RunID+"-*"))
 			for _, d := range m {
 				errs = append(errs, r.Cgroups.Remove(strings.TrimPrefix(filepath.Base(d), "pod")))

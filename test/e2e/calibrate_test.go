@@ -78,10 +78,7 @@ func requireNothingLeft(t *testing.T, rt *harness.Runtime, parent string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, h := range append(append([]string{}, cg.V1...), cg.V2) {
-		if h == "" {
-			continue
-		}
+	for _, h := range cg.Hierarchies() {
 		if _, err := os.Stat(filepath.Join(h, parent)); err == nil {
 			t.Errorf("calibration cgroup left: %s", filepath.Join(h, parent))
 		}
@@ -94,7 +91,7 @@ func requireNothingLeft(t *testing.T, rt *harness.Runtime, parent string) {
 func TestCalibrate(t *testing.T) {
 	rt, bin := sharedRuntime(t)
 	parent := calibrationParent()
-	const step = 256 * policy.KiB // the default
+	const step = 512 * policy.KiB // the default
 	args := []string{"--upstream", rt.Endpoint, "--cgroup-parent", parent, "--json"}
 
 	var runs []calibration
