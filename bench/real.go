@@ -29,6 +29,7 @@ func realSuite(rep *report, dur time.Duration, containers int, setup time.Durati
 		return err
 	}
 	defer os.RemoveAll(dir)
+	defer os.RemoveAll(filepath.Join("/tmp", "cg-bench-logs"))
 	rt, err := harness.Start(ctx, harness.Options{Dir: filepath.Join(dir, "c"), DisableCNI: true})
 	if err != nil {
 		return err
