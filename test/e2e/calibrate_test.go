@@ -164,6 +164,22 @@ func TestCalibrateRefusesGuardSocket(t *testing.T) {
 		}
 	}
 	requireNothingLeft(t, rt, parent)
+
+	// --force goes on, warning; a one-point search above cri-guard's
+	// default floor is enough to see it run through the proxy.
+	stdout, stderr, err := runCalibrate(t, bin, "--upstream", g.Endpoint, "--cgroup-parent", parent, "--force",
+		"--min", "16Mi", "--max", "16Mi", "--attempts", "1", "--confirm", "0", "--json")
+	if err != nil {
+		t.Fatalf("calibrate --force: %v\n%s", err, stderr)
+	}
+	if !strings.Contains(stderr, "warning: ") || !strings.Contains(stderr, "going on (--force)") {
+		t.Errorf("calibrate --force did not warn:\n%s", stderr)
+	}
+	var c calibration
+	if err := json.Unmarshal([]byte(stdout), &c); err != nil || c.Sandbox == nil || c.Sandbox.Threshold != 16*policy.MiB {
+		t.Errorf("calibrate --force report: %v\n%s", err, stdout)
+	}
+	requireNothingLeft(t, rt, parent)
 }
 
 // An interrupted calibration removes what it created.
