@@ -84,10 +84,9 @@ fuzz: ## run each fuzzer for FUZZTIME (default 10s)
 BENCHTIME ?= 1s
 
 .PHONY: bench
-bench: ## benchmark the relay against direct, a byte splice and a naive gRPC relay (fake runtime + real containerd, as root); table in bin/bench.md, JSON in bin/bench.json
-	@mkdir -p $(BIN)
+bench: build ## benchmark the relay against direct, a byte splice and a naive gRPC relay (fake runtime + real containerd, as root); table in bin/bench.md, JSON in bin/bench.json
 	$(GO) build -o $(BIN)/cri-guard-bench ./bench
-	$(BIN)/cri-guard-bench -dur $(BENCHTIME) -json $(BIN)/bench.json | tee $(BIN)/bench.md
+	$(BIN)/cri-guard-bench -dur $(BENCHTIME) -guard-bin $(BIN)/cri-guard -json $(BIN)/bench.json | tee $(BIN)/bench.md
 	$(GO) test -run '^$$' -bench '^BenchmarkRelay' -benchmem -benchtime 200x ./bench/ | tee -a $(BIN)/bench.md
 
 .PHONY: bench-smoke

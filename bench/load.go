@@ -9,6 +9,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -30,6 +32,9 @@ type footprint struct {
 
 func (r *relay) sample() (footprint, bool) {
 	if r.ctl == "" {
+		if r.cmd != nil && r.cmd.Process != nil {
+			return procSample(r.cmd.Process.Pid)
+		}
 		return footprint{}, false
 	}
 	c, err := net.DialTimeout("unix", r.ctl, time.Second)
@@ -58,6 +63,51 @@ func (r *relay) stop() {
 			<-done
 		}
 	}
+}
+
+// procSample reads a process's CPU time (clock ticks, 10 ms) and RSS from
+// /proc, for relays that are not this program. Goroutines are unknown (-1).
+func procSample(pid int) (footprint, bool) {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return footprint{}, false
+	}
+	i := strings.LastIndexByte(string(stat), ')')
+	f := strings.Fields(string(stat)[i+1:])
+	if len(f) < 22 {
+		return footprint{}, false
+	}
+	// Fields after the command: state is f[0], utime f[11], stime f[12], rss (pages) f[21].
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	rss, _ := strconv.ParseInt(f[21], 10, 64)
+	const tickUs = 1e6 / 100 // USER_HZ is 100 on Linux
+	return footprint{goroutines: -1, rss: rss * int64(os.Getpagesize()), cpuUs: (ut + st) * tickUs}, true
+}
+
+// startBinary runs the cri-guard binary in front of upstream.
+func startBinary(bin, dir, upstream, cgroupRoot string) (*relay, error) {
+	listen := filepath.Join(dir, "bin.sock")
+	os.Remove(listen)
+	args := []string{"serve", "--listen", "unix://" + listen, "--upstream", "unix://" + upstream,
+		"--log-level", "error", "--shutdown-timeout", "1s"}
+	if cgroupRoot != "" {
+		args = append(args, "--cgroup-root", cgroupRoot)
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	r := &relay{name: "cri-guard-bin", endpoint: "unix://" + listen, cmd: cmd}
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if c, err := net.Dial("unix", listen); err == nil {
+			c.Close()
+			return r, nil
+		}
+	}
+	r.stop()
+	return nil, fmt.Errorf("%s did not start", bin)
 }
 
 // startRelay runs this program as a child serving kind in front of upstream.

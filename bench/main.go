@@ -31,6 +31,9 @@ import (
 
 var relayKinds = []string{"splice", "naive", "cri-guard"}
 
+// binary is the cri-guard binary to measure too, if any.
+var binary string
+
 func main() {
 	child := flag.String("child", "", "internal: serve this relay kind")
 	listen := flag.String("listen", "", "internal: child's socket")
@@ -44,6 +47,7 @@ func main() {
 	setup := flag.Duration("setup-timeout", 4*time.Minute, "bound on creating the real containers")
 	jsonOut := flag.String("json", "bin/bench.json", "write results here as JSON")
 	conc := flag.String("conc", "1,16,64", "concurrencies for the fake runtime")
+	guardBin := flag.String("guard-bin", "", "also measure this cri-guard binary (`cri-guard serve`) as relay cri-guard-bin")
 	strict := flag.Bool("strict", false, "fail when any cell had errors or no calls (for CI)")
 	flag.Parse()
 	if *child != "" {
@@ -53,6 +57,7 @@ func main() {
 		}
 		return
 	}
+	binary = *guardBin
 	var cs []int
 	for _, f := range strings.Split(*conc, ",") {
 		var n int
@@ -125,6 +130,14 @@ func startRelays(dir, upstream, cgroupRoot string, image bool) ([]*relay, map[st
 	}
 	for _, k := range relayKinds {
 		r, err := startRelay(k, dir, upstream, cgroupRoot)
+		if err != nil {
+			stop()
+			return nil, nil, nil, err
+		}
+		rs = append(rs, r)
+	}
+	if binary != "" {
+		r, err := startBinary(binary, dir, upstream, cgroupRoot)
 		if err != nil {
 			stop()
 			return nil, nil, nil, err

@@ -41,11 +41,14 @@ func (r *report) evaluate() {
 			big = x.Workload
 		}
 	}
-	for _, relay := range []string{"naive", "cri-guard"} {
+	for _, relay := range []string{"naive", "cri-guard", "cri-guard-bin"} {
 		d1, ok1 := r.find("fake", wl, "direct", 1)
 		s1, ok2 := r.find("fake", wl, "splice", 1)
 		g1, ok3 := r.find("fake", wl, relay, 1)
-		if ok1 && ok2 && ok3 {
+		if !ok3 {
+			continue
+		}
+		if ok1 && ok2 {
 			sa, ga := s1.P50Ms-d1.P50Ms, g1.P50Ms-d1.P50Ms
 			v := ga / max(sa, 0.001)
 			r.Targets = append(r.Targets, Target{"added p50, c=1 (" + wl + ")", relay, v, "<= 1.5x splice", v <= 1.5,
@@ -112,6 +115,9 @@ func (r *report) print(w io.Writer) {
 				cpu = fmt.Sprintf("%.1f", x.CPUUsCall)
 				rss = fmt.Sprintf("%.1f", x.RSSMiB)
 				gor = fmt.Sprint(x.Goroutines)
+				if x.Goroutines < 0 {
+					gor = "n/a"
+				}
 			}
 			fmt.Fprintf(w, "| %s | %d | %s | %.3f | %.3f | %.0f | %s | %s | %s | %s | %s | %d |\n",
 				x.Workload, x.Conc, x.Relay, x.P50Ms, x.P99Ms, x.PerSec, ratio, cpu, cpuRatio, rss, gor, x.Errors)
@@ -126,7 +132,11 @@ func (r *report) print(w io.Writer) {
 		fmt.Fprintln(w, "| relay | RSS MiB | goroutines |")
 		fmt.Fprintln(w, "|---|---:|---:|")
 		for _, i := range r.Idle {
-			fmt.Fprintf(w, "| %s | %.1f | %d |\n", i.Relay, i.RSSMiB, i.Goroutines)
+			g := fmt.Sprint(i.Goroutines)
+			if i.Goroutines < 0 {
+				g = "n/a"
+			}
+			fmt.Fprintf(w, "| %s | %.1f | %s |\n", i.Relay, i.RSSMiB, g)
 		}
 		fmt.Fprintln(w)
 	}
