@@ -48,6 +48,9 @@ func serve(ctx context.Context, args []string) error {
 		Facts:  facts.Reader{Root: cfg.CgroupRoot},
 		Logger: log,
 		Record: metrics.Record,
+		Explained: func(family string) {
+			metrics.TranslatedErrors.WithLabelValues(family).Inc()
+		},
 	})
 	if err != nil {
 		return err

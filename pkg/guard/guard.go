@@ -29,11 +29,12 @@ type Recorder func(in policy.Request, d policy.Decision)
 // Guard holds what the interceptors share. Its policy can be swapped at any
 // time (SetPolicy); a call in flight keeps the policy it started with.
 type Guard struct {
-	policy  atomic.Pointer[policy.Config]
-	facts   MemoryReader
-	runtime runtimeapi.RuntimeServiceClient
-	log     *slog.Logger
-	record  Recorder
+	policy    atomic.Pointer[policy.Config]
+	facts     MemoryReader
+	runtime   runtimeapi.RuntimeServiceClient
+	log       *slog.Logger
+	record    Recorder
+	explained func(family string)
 }
 
 // Options configure a Guard.
@@ -46,6 +47,9 @@ type Options struct {
 	Runtime runtimeapi.RuntimeServiceClient
 	Logger  *slog.Logger
 	Record  Recorder
+	// Explained is told the family (package oom) of every runtime error
+	// that was rewritten into an explanation. It must not block.
+	Explained func(family string)
 }
 
 // New returns a Guard.
@@ -59,7 +63,7 @@ func New(o Options) (*Guard, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	g := &Guard{facts: o.Facts, runtime: o.Runtime, log: o.Logger, record: o.Record}
+	g := &Guard{facts: o.Facts, runtime: o.Runtime, log: o.Logger, record: o.Record, explained: o.Explained}
 	g.policy.Store(o.Policy)
 	return g, nil
 }
@@ -123,24 +127,37 @@ func refuse(d policy.Decision) error {
 	return status.Error(codes.InvalidArgument, d.Message)
 }
 
-// podCgroup reads the pod cgroup's limit. A path that tries to leave the
-// cgroup root is an error for the caller; anything else that goes wrong
+// podFacts is what one read of the pod cgroup gives: its limit, for the
+// policy, and its OOM counters (-1 when unknown), for explaining a failure
+// of the call that follows.
+type podFacts struct {
+	limit             policy.Memory
+	oomKills, failcnt int64
+}
+
+// readPod reads the pod cgroup once per call. A path that tries to leave
+// the cgroup root is an error for the caller; anything else that goes wrong
 // makes the limit Unknown.
-func (g *Guard) podCgroup(parent string) (policy.Memory, error) {
+func (g *Guard) readPod(parent string) (podFacts, error) {
+	pf := podFacts{oomKills: -1, failcnt: -1}
 	if parent == "" {
-		return policy.Memory{State: policy.Unknown, Why: "the request names no cgroup parent"}, nil
+		pf.limit = policy.Memory{State: policy.Unknown, Why: "the request names no cgroup parent"}
+		return pf, nil
 	}
 	m, err := g.facts.Memory(parent)
 	switch {
 	case errors.Is(err, facts.ErrEscape), errors.Is(err, facts.ErrBadPath):
-		return policy.Memory{}, err
+		return podFacts{}, err
 	case err != nil:
-		return policy.Memory{State: policy.Unknown, Why: err.Error()}, nil
+		pf.limit = policy.Memory{State: policy.Unknown, Why: err.Error()}
+		return pf, nil
 	case m.Unlimited:
-		return policy.Memory{State: policy.Unlimited}, nil
+		pf.limit = policy.Memory{State: policy.Unlimited}
 	default:
-		return policy.Memory{State: policy.Limited, Bytes: m.Limit}, nil
+		pf.limit = policy.Memory{State: policy.Limited, Bytes: m.Limit}
 	}
+	pf.oomKills, pf.failcnt = int64(m.OOMKills), int64(m.Failcnt)
+	return pf, nil
 }
 
 func podOf(cfg *runtimeapi.PodSandboxConfig, handler string) policy.Pod {

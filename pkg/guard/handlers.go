@@ -20,12 +20,11 @@ type (
 // RunPodSandbox refuses a pod whose memory limit is below the sandbox floor
 // before anything is created.
 func (g *Guard) RunPodSandbox(ctx context.Context, req *runtimeapi.RunPodSandboxRequest, next runPodSandboxNext) (*runtimeapi.RunPodSandboxResponse, error) {
-	next = g.explainRunPodSandbox(req, next)
 	pol := g.policy.Load()
 	cfg := req.GetConfig()
 	pod := podOf(cfg, req.GetRuntimeHandler())
 	parent := cfg.GetLinux().GetCgroupParent()
-	mem, err := g.podCgroup(parent)
+	pf, err := g.readPod(parent)
 	if err != nil {
 		return nil, badCgroupParent(pod, parent, err)
 	}
@@ -34,25 +33,30 @@ func (g *Guard) RunPodSandbox(ctx context.Context, req *runtimeapi.RunPodSandbox
 		Pod:       pod,
 		PodLimit:  cfg.GetLinux().GetResources().GetMemoryLimitInBytes(),
 		Overhead:  cfg.GetLinux().GetOverhead().GetMemoryLimitInBytes(),
-		PodCgroup: mem,
+		PodCgroup: pf.limit,
 	}
 	if d := g.decide(ctx, pol, in); d.Action == policy.Reject {
 		return nil, refuse(d)
 	}
-	return next(ctx, req)
+	return g.explainRunPodSandbox(req, next, pf)(ctx, req)
 }
 
 // CreateContainer checks the container's memory limit against the container
 // floor, and refuses it or raises it to the floor.
 func (g *Guard) CreateContainer(ctx context.Context, req *runtimeapi.CreateContainerRequest, next createContainerNext) (*runtimeapi.CreateContainerResponse, error) {
-	next = g.explainCreateContainer(req, next)
 	pol := g.policy.Load()
+	sb := req.GetSandboxConfig()
+	pod := podOf(sb, "")
+	parent := sb.GetLinux().GetCgroupParent()
+	pf, err := g.readPod(parent)
+	if err != nil {
+		return nil, badCgroupParent(pod, parent, err)
+	}
+	next = g.explainCreateContainer(req, next, pf)
 	limit := req.GetConfig().GetLinux().GetResources().GetMemoryLimitInBytes()
 	if !below(pol, limit, false) {
 		return next(ctx, req)
 	}
-	sb := req.GetSandboxConfig()
-	pod := podOf(sb, "")
 	if len(pol.Handlers) > 0 {
 		if info, err := g.sandboxInfo(ctx, req.GetPodSandboxId()); err != nil {
 			g.log.Warn("cannot find the pod's runtime handler; using the default floors", "error", err)
@@ -60,18 +64,13 @@ func (g *Guard) CreateContainer(ctx context.Context, req *runtimeapi.CreateConta
 			pod.RuntimeHandler = info.RuntimeHandler
 		}
 	}
-	parent := sb.GetLinux().GetCgroupParent()
-	mem, err := g.podCgroup(parent)
-	if err != nil {
-		return nil, badCgroupParent(pod, parent, err)
-	}
 	in := policy.Request{
 		Method:         policy.CreateContainer,
 		Pod:            pod,
 		Container:      req.GetConfig().GetMetadata().GetName(),
 		PodLimit:       sb.GetLinux().GetResources().GetMemoryLimitInBytes(),
 		ContainerLimit: limit,
-		PodCgroup:      mem,
+		PodCgroup:      pf.limit,
 	}
 	switch d := g.decide(ctx, pol, in); d.Action {
 	case policy.Reject:

@@ -140,8 +140,8 @@ func TestOddRequests(t *testing.T) {
 		"CreateContainer: huge limit":             {create, &runtimeapi.CreateContainerRequest{Config: containerWith(math.MaxInt64)}, pass},
 		"CreateContainer: 2000 bytes, no sandbox": {create, &runtimeapi.CreateContainerRequest{Config: containerWith(2000)}, "pod <unnamed>/<unnamed>, container <unnamed>: " + below2000 + "a container" + mean2000},
 		"CreateContainer: 2000 bytes, parent ..":  {create, &runtimeapi.CreateContainerRequest{Config: containerWith(2000), SandboxConfig: podWith(md, "a/../../b", nil)}, `cri-guard: pod ns/p: cgroup parent "a/../../b" refused: cgroup path leaves the cgroup root: "a/../../b"`},
-		// A parent is only read for a limit below the floor.
-		"CreateContainer: 1Gi, parent ..":                  {create, &runtimeapi.CreateContainerRequest{Config: containerWith(1 << 30), SandboxConfig: podWith(md, "a/../../b", nil)}, pass},
+		// The parent is read on every CreateContainer (for the OOM counters), and refused as on RunPodSandbox.
+		"CreateContainer: 1Gi, parent ..":                  {create, &runtimeapi.CreateContainerRequest{Config: containerWith(1 << 30), SandboxConfig: podWith(md, "a/../../b", nil)}, `cri-guard: pod ns/p: cgroup parent "a/../../b" refused: cgroup path leaves the cgroup root: "a/../../b"`},
 		"UpdateContainerResources: empty request":          {updateCtr, &runtimeapi.UpdateContainerResourcesRequest{}, pass},
 		"UpdateContainerResources: negative limit":         {updateCtr, &runtimeapi.UpdateContainerResourcesRequest{Linux: memory(-1)}, pass},
 		"UpdateContainerResources: 2000 bytes, unknown id": {updateCtr, &runtimeapi.UpdateContainerResourcesRequest{ContainerId: "nope", Linux: memory(2000)}, "pod <unnamed>/<unnamed>, container nope: " + below2000 + "a container" + mean2000},

@@ -39,19 +39,6 @@ func onError[Req, Resp any](next func(context.Context, Req) (Resp, error), expla
 	}
 }
 
-// counters reads the oom_kill and failcnt counters of a cgroup before a
-// call; -1 when it cannot.
-func (g *Guard) counters(parent string) (oomKills, failcnt int64) {
-	if parent == "" {
-		return -1, -1
-	}
-	m, err := g.facts.Memory(parent)
-	if err != nil {
-		return -1, -1
-	}
-	return int64(m.OOMKills), int64(m.Failcnt)
-}
-
 // explain rewrites err when it is a memory failure that the evidence
 // supports. parent is the pod's cgroup parent; container, when not empty,
 // the container's own cgroup.
@@ -83,6 +70,9 @@ func (g *Guard) explainMatch(ctx context.Context, st *status.Status, m oom.Match
 			"pod", s.Pod, "container", s.Container, "family", string(m.Family), "cgroup", ev.Pod.Path, "error", st.Message())
 		return st.Err()
 	}
+	if g.explained != nil {
+		g.explained(string(m.Family))
+	}
 	g.log.Warn("memory failure explained", "pod", s.Pod, "container", s.Container, "family", string(m.Family), "explanation", msg)
 	p := st.Proto()
 	p.Message = oom.Wrap(msg, st.Message())
@@ -97,23 +87,21 @@ func podName(p policy.Pod) string {
 }
 
 // explainRunPodSandbox wraps next of RunPodSandbox.
-func (g *Guard) explainRunPodSandbox(req *runtimeapi.RunPodSandboxRequest, next runPodSandboxNext) runPodSandboxNext {
+func (g *Guard) explainRunPodSandbox(req *runtimeapi.RunPodSandboxRequest, next runPodSandboxNext, pf podFacts) runPodSandboxNext {
 	cfg := req.GetConfig()
 	parent := cfg.GetLinux().GetCgroupParent()
-	before, failBefore := g.counters(parent)
 	return onError(next, func(ctx context.Context, err error) error {
 		pod := podOf(cfg, req.GetRuntimeHandler())
 		s := oom.Subject{Pod: podName(pod), Limit: cfg.GetLinux().GetResources().GetMemoryLimitInBytes(),
 			Floor: g.policy.Load().FloorsFor(req.GetRuntimeHandler()).Sandbox}
-		return g.explain(ctx, err, s, parent, "", before, failBefore)
+		return g.explain(ctx, err, s, parent, "", pf.oomKills, pf.failcnt)
 	})
 }
 
 // explainCreateContainer wraps next of CreateContainer.
-func (g *Guard) explainCreateContainer(req *runtimeapi.CreateContainerRequest, next createContainerNext) createContainerNext {
+func (g *Guard) explainCreateContainer(req *runtimeapi.CreateContainerRequest, next createContainerNext, pf podFacts) createContainerNext {
 	sb := req.GetSandboxConfig()
 	parent := sb.GetLinux().GetCgroupParent()
-	before, failBefore := g.counters(parent)
 	return onError(next, func(ctx context.Context, err error) error {
 		limit := req.GetConfig().GetLinux().GetResources().GetMemoryLimitInBytes()
 		if limit <= 0 {
@@ -121,7 +109,7 @@ func (g *Guard) explainCreateContainer(req *runtimeapi.CreateContainerRequest, n
 		}
 		s := oom.Subject{Pod: podName(podOf(sb, "")), Container: req.GetConfig().GetMetadata().GetName(),
 			Limit: limit, Floor: g.policy.Load().Floors.Container}
-		return g.explain(ctx, err, s, parent, "", before, failBefore)
+		return g.explain(ctx, err, s, parent, "", pf.oomKills, pf.failcnt)
 	})
 }
 

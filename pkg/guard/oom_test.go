@@ -75,6 +75,8 @@ func TestRunPodSandboxExplainsOOM(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			g, ff := newOOMGuard(t)
+			var explained []string
+			g.explained = func(f string) { explained = append(explained, f) }
 			req := &runtimeapi.RunPodSandboxRequest{Config: &runtimeapi.PodSandboxConfig{
 				Metadata: &runtimeapi.PodSandboxMetadata{Name: "web", Namespace: "team-a"},
 				Linux:    &runtimeapi.LinuxPodSandboxConfig{CgroupParent: tc.parent, Resources: &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: tc.limit}},
@@ -96,6 +98,9 @@ func TestRunPodSandboxExplainsOOM(t *testing.T) {
 			}
 			if st := status.Convert(err); st.Code() != codes.Unknown || st.Message() != want {
 				t.Errorf("got %v %q\nwant %q", st.Code(), st.Message(), want)
+			}
+			if n := len(explained); (n == 1) != (tc.want != "") || n > 1 {
+				t.Errorf("Explained was called for %v", explained)
 			}
 		})
 	}
