@@ -325,9 +325,15 @@ func Run(ctx context.Context, critestBinary, endpoint string, opts Options) (*Re
 		dir = tmp
 	}
 
+	// critest -parallel leaves a cri-test* directory in TMPDIR per run;
+	// keep its temporary files inside tmp, which is removed below.
+	tmpDir := filepath.Join(tmp, "tmp")
+	if err := os.Mkdir(tmpDir, 0o755); err != nil {
+		return nil, err
+	}
 	cmd := exec.CommandContext(ctx, bin, opts.args(endpoint, reportPath)...)
 	cmd.Dir = dir
-	cmd.Env = os.Environ()
+	cmd.Env = append(os.Environ(), "TMPDIR="+tmpDir)
 	if opts.Parallel > 1 {
 		pathDirs := []string{filepath.Dir(bin)}
 		if opts.GinkgoDir != "" {

@@ -215,7 +215,8 @@ func fakeCritest(t *testing.T, fixture string, code int) string {
 	t.Helper()
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "critest")
-	script := "#!/bin/sh\necho \"fake critest $*\"\necho \"PATH=$PATH\"\nfor a in \"$@\"; do\n" +
+	script := "#!/bin/sh\necho \"fake critest $*\"\necho \"PATH=$PATH\"\necho \"TMPDIR=$TMPDIR\"\n" +
+		"mktemp -d -t cri-testXXXX >/dev/null\nfor a in \"$@\"; do\n" +
 		"  case \"$a\" in -ginkgo.json-report=*) report=\"${a#-ginkgo.json-report=}\" ;; esac\ndone\n"
 	if fixture != "" {
 		abs, err := filepath.Abs(fixture)
@@ -246,6 +247,13 @@ func TestRunParsesReportDespiteFailingExit(t *testing.T) {
 	}
 	if _, err := os.Stat(keep); err != nil {
 		t.Errorf("report not kept at ReportPath: %v", err)
+	}
+	i := strings.Index(out.String(), "TMPDIR=")
+	tmpdir := strings.TrimSpace(strings.SplitN(out.String()[i+len("TMPDIR="):], "\n", 2)[0])
+	if i < 0 || !strings.HasPrefix(filepath.Base(filepath.Dir(tmpdir)), "critest-run-") {
+		t.Errorf("critest's TMPDIR = %q, want a directory of its own", tmpdir)
+	} else if _, err := os.Stat(tmpdir); !os.IsNotExist(err) {
+		t.Errorf("critest's TMPDIR %s left behind (%v)", tmpdir, err)
 	}
 	for _, want := range []string{"-runtime-endpoint=unix:///x.sock", "-parallel=2", "PATH=/opt/ginkgo-dir:" + filepath.Dir(bin) + ":"} {
 		if !strings.Contains(out.String(), want) {
