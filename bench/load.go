@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"sync"
 	"time"
 )
@@ -96,6 +97,7 @@ func startBinary(bin, dir, upstream, cgroupRoot string) (*relay, error) {
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // do not outlive a killed bench
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
@@ -122,6 +124,7 @@ func startRelay(kind, dir, upstream, cgroupRoot string) (*relay, error) {
 	}
 	cmd := exec.Command(self, "-child", kind, "-listen", listen, "-upstream", upstream, "-ctl", ctl, "-cgroup-root", cgroupRoot)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // do not outlive a killed bench
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
