@@ -40,10 +40,11 @@ deps: ## install the Debian packages that the real-runtime tests need (as root)
 	fi
 
 .PHONY: test
-test: deps build tools ## run every test: unit, fuzz smoke, and the real-containerd end-to-end tests (as root)
+test: deps build tools ## run every test: unit, fuzz and bench smoke, and the real-containerd end-to-end tests incl. critest (as root)
 	$(GO) vet ./...
 	$(GO) test -count=1 ./...
 	$(MAKE) fuzz FUZZTIME=$(FUZZTIME)
+	$(MAKE) bench-smoke
 	CRI_GUARD_E2E=1 CRI_GUARD_BIN=$(CURDIR)/$(BIN)/cri-guard CRITEST=$(CURDIR)/$(BIN)/critest \
 		$(GO) test -count=1 -timeout 25m -v ./test/e2e/ ./internal/harness/ 2>&1 | tee $(BIN)/e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|critest' ; \
 		exit $${PIPESTATUS[0]}
