@@ -327,14 +327,6 @@ func (d *demo) oomAtStart(ctx context.Context, _ internalapi.RuntimeService) err
 		d.result(err)
 	}
 
-	help, err := exec.CommandContext(ctx, d.opts.Binary, "help").CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("demo: %s help: %w: %s", d.opts.Binary, err, help)
-	}
-	if !strings.Contains(string(help), "explain") {
-		d.say("\n`cri-guard explain` is not in this build yet (issue 4), so there is nothing to explain with.")
-		return nil
-	}
 	// The sandbox never started, so explain finds the pod by its uid.
 	args := []string{"explain", "--runtime-endpoint", d.rt.Endpoint, "--cgroup-search", d.rt.CgroupRoot, cfg.Metadata.Uid}
 	d.say("\ncri-guard %s", strings.Join(args, " "))

@@ -11,7 +11,7 @@
 //  2. a container with memory limit 2000 in a healthy pod: directly, through
 //     cri-guard, and through cri-guard in raise mode;
 //  3. an out-of-memory failure at start that gets past a lowered floor,
-//     and `cri-guard explain` on it if the binary has that command;
+//     and `cri-guard explain` on it;
 //  4. a healthy pod through cri-guard, with exec into its container.
 //
 // Serve starts the same runtime and a cri-guard in front of it, prints the

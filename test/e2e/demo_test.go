@@ -77,9 +77,18 @@ func TestDemo(t *testing.T) {
 		}
 	}
 
-	// Step 3 either runs `cri-guard explain` or says it is not there yet.
-	if !strings.Contains(steps[3], "`cri-guard explain` is not in this build yet") && !strings.Contains(steps[3], "\ncri-guard explain ") {
-		t.Errorf("step 3 neither runs cri-guard explain nor says it is missing")
+	// Step 3 explains the OOM, keeps runc's words, and explain gives a verdict.
+	for _, w := range []string{
+		"the pod sandbox (pause container) was OOM-killed while starting (evidence: ",
+		"; runtime error: ",
+		"container init was OOM-killed (memory limit too low?)",
+		"\ncri-guard explain ",
+		"verdict: the pod's memory limit, 1048576 bytes (1Mi), is too small",
+		"fix: set the pod's memory limit to at least 12Mi",
+	} {
+		if !strings.Contains(steps[3], w) {
+			t.Errorf("step 3 lacks %q", w)
+		}
 	}
 	// The scratch directory is gone.
 	if m := regexp.MustCompile(`Scratch directory: (\S+) `).FindStringSubmatch(out.String()); m != nil {
