@@ -123,15 +123,8 @@ func sandboxParent(ctx context.Context, rs runtimeapi.RuntimeServiceClient, id s
 	if err != nil {
 		return ""
 	}
-	var info struct {
-		Config struct {
-			Linux struct {
-				CgroupParent string `json:"cgroup_parent"`
-			} `json:"linux"`
-		} `json:"config"`
-	}
-	json.Unmarshal([]byte(st.GetInfo()["info"]), &info) //nolint:errcheck // "" is handled by the caller
-	return info.Config.Linux.CgroupParent
+	parent, _ := oom.ParseSandboxCgroupParent(st.GetInfo()) // "" is handled by the caller
+	return parent
 }
 
 func describeContainer(ctx context.Context, rs runtimeapi.RuntimeServiceClient, reader facts.Reader, parent string, c *runtimeapi.Container) oom.Container {
@@ -143,23 +136,11 @@ func describeContainer(ctx context.Context, rs runtimeapi.RuntimeServiceClient, 
 	}
 	out.Reason, out.Message, out.ExitCode = st.GetStatus().GetReason(), st.GetStatus().GetMessage(), st.GetStatus().GetExitCode()
 	out.Limit = st.GetStatus().GetResources().GetLinux().GetMemoryLimitInBytes()
-	var info struct {
-		RuntimeSpec struct {
-			Linux struct {
-				CgroupsPath string `json:"cgroupsPath"`
-				Resources   struct {
-					Memory struct {
-						Limit *int64 `json:"limit"`
-					} `json:"memory"`
-				} `json:"resources"`
-			} `json:"linux"`
-		} `json:"runtimeSpec"`
+	info, _ := oom.ParseContainerInfo(st.GetInfo()) // fields stay empty
+	if out.Limit <= 0 {
+		out.Limit = info.MemoryLimit
 	}
-	json.Unmarshal([]byte(st.GetInfo()["info"]), &info) //nolint:errcheck // fields stay empty
-	if l := info.RuntimeSpec.Linux.Resources.Memory.Limit; out.Limit <= 0 && l != nil && *l > 0 {
-		out.Limit = *l
-	}
-	cg := info.RuntimeSpec.Linux.CgroupsPath
+	cg := info.CgroupsPath
 	if !strings.HasPrefix(cg, "/") {
 		cg = oom.ContainerCgroup(parent, c.GetId())
 	}

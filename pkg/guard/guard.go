@@ -13,6 +13,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/cri-guard/cri-guard/pkg/facts"
+	"github.com/cri-guard/cri-guard/pkg/oom"
 	"github.com/cri-guard/cri-guard/pkg/policy"
 	"github.com/cri-guard/cri-guard/pkg/proxy"
 )
@@ -198,19 +199,35 @@ func below(pol *policy.Config, limit int64, sandbox bool) bool {
 	return limit < max
 }
 
-// sandboxInfo asks the runtime for a pod's identity and handler.
-func (g *Guard) sandboxInfo(ctx context.Context, id string) (policy.Pod, error) {
+// sandbox asks the runtime for a pod: its identity, handler, labels and
+// annotations, and its cgroup parent (from the runtime's verbose status, or
+// found in the cgroup tree by the pod's uid; "" when neither says).
+func (g *Guard) sandbox(ctx context.Context, id string) (policy.Pod, string, error) {
 	if g.runtime == nil {
-		return policy.Pod{}, errors.New("no runtime client for lookups")
+		return policy.Pod{}, "", errors.New("no runtime client for lookups")
 	}
-	resp, err := g.runtime.PodSandboxStatus(ctx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: id})
+	resp, err := g.runtime.PodSandboxStatus(ctx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: id, Verbose: true})
 	if err != nil {
-		return policy.Pod{}, fmt.Errorf("pod sandbox %s: %w", id, err)
+		return policy.Pod{}, "", fmt.Errorf("pod sandbox %s: %w", id, err)
 	}
 	st := resp.GetStatus()
 	md := st.GetMetadata()
-	return policy.Pod{
+	pod := policy.Pod{
 		Namespace: md.GetNamespace(), Name: md.GetName(), UID: md.GetUid(),
 		RuntimeHandler: st.GetRuntimeHandler(), Labels: st.GetLabels(), Annotations: st.GetAnnotations(),
-	}, nil
+	}
+	parent, err := oom.ParseSandboxCgroupParent(resp.GetInfo())
+	if err != nil {
+		g.log.Debug("cannot read the runtime's verbose sandbox info", "sandbox", id, "error", err)
+	}
+	if parent == "" && pod.UID != "" {
+		root := facts.DefaultRoot
+		if r, ok := g.facts.(facts.Reader); ok && r.Root != "" {
+			root = r.Root
+		}
+		if found, err := oom.FindPodCgroups(root, "", pod.UID); err == nil && len(found) == 1 {
+			parent = found[0]
+		}
+	}
+	return pod, parent, nil
 }

@@ -58,7 +58,7 @@ func (g *Guard) CreateContainer(ctx context.Context, req *runtimeapi.CreateConta
 		return next(ctx, req)
 	}
 	if len(pol.Handlers) > 0 {
-		if info, err := g.sandboxInfo(ctx, req.GetPodSandboxId()); err != nil {
+		if info, _, err := g.sandbox(ctx, req.GetPodSandboxId()); err != nil {
 			g.log.Warn("cannot find the pod's runtime handler; using the default floors", "error", err)
 		} else {
 			pod.RuntimeHandler = info.RuntimeHandler
@@ -120,7 +120,7 @@ func (g *Guard) UpdatePodSandboxResources(ctx context.Context, req *runtimeapi.U
 	}
 	in := policy.Request{Method: policy.UpdatePodSandboxResources, PodLimit: limit,
 		Overhead: req.GetOverhead().GetMemoryLimitInBytes()}
-	if pod, err := g.sandboxInfo(ctx, req.GetPodSandboxId()); err != nil {
+	if pod, _, err := g.sandbox(ctx, req.GetPodSandboxId()); err != nil {
 		g.log.Warn("cannot find the pod; deciding without its name", "sandbox", req.GetPodSandboxId(), "error", err)
 		in.Pod.Name = req.GetPodSandboxId()
 	} else {
@@ -154,6 +154,6 @@ func (g *Guard) containerInfo(ctx context.Context, id string) (policy.Pod, strin
 		return policy.Pod{}, "", fmt.Errorf("container %s: the runtime lists %d containers with that id", id, len(resp.GetContainers()))
 	}
 	c := resp.GetContainers()[0]
-	pod, err := g.sandboxInfo(ctx, c.GetPodSandboxId())
+	pod, _, err := g.sandbox(ctx, c.GetPodSandboxId())
 	return pod, c.GetMetadata().GetName(), err
 }

@@ -2,7 +2,6 @@ package guard
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"path"
 	"strings"
@@ -11,7 +10,6 @@ import (
 	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/cri-guard/cri-guard/pkg/facts"
 	"github.com/cri-guard/cri-guard/pkg/oom"
 	"github.com/cri-guard/cri-guard/pkg/policy"
 )
@@ -210,22 +208,6 @@ type containerFacts struct {
 	podParent string // the pod's cgroup
 }
 
-// verboseInfo is the part of containerd's verbose ContainerStatus info that
-// we read.
-type verboseInfo struct {
-	SandboxID   string `json:"sandboxID"`
-	RuntimeSpec struct {
-		Linux struct {
-			CgroupsPath string `json:"cgroupsPath"`
-			Resources   struct {
-				Memory struct {
-					Limit *int64 `json:"limit"`
-				} `json:"memory"`
-			} `json:"resources"`
-		} `json:"linux"`
-	} `json:"runtimeSpec"`
-}
-
 func (g *Guard) container(ctx context.Context, id string) (containerFacts, error) {
 	return g.containerFrom(ctx, id, nil)
 }
@@ -246,16 +228,14 @@ func (g *Guard) containerFrom(ctx context.Context, id string, have *runtimeapi.C
 	}
 	c := containerFacts{name: resp.GetStatus().GetMetadata().GetName()}
 	c.limit = resp.GetStatus().GetResources().GetLinux().GetMemoryLimitInBytes()
-	var info verboseInfo
-	if s := resp.GetInfo()["info"]; s != "" {
-		if err := json.Unmarshal([]byte(s), &info); err != nil {
-			g.log.Debug("cannot read the runtime's verbose container info", "container", id, "error", err)
-		}
+	info, err := oom.ParseContainerInfo(resp.GetInfo())
+	if err != nil {
+		g.log.Debug("cannot read the runtime's verbose container info", "container", id, "error", err)
 	}
-	if l := info.RuntimeSpec.Linux.Resources.Memory.Limit; c.limit <= 0 && l != nil && *l > 0 {
-		c.limit = *l
+	if c.limit <= 0 {
+		c.limit = info.MemoryLimit
 	}
-	if p := info.RuntimeSpec.Linux.CgroupsPath; strings.HasPrefix(p, "/") {
+	if p := info.CgroupsPath; strings.HasPrefix(p, "/") {
 		c.cgroup, c.podParent = p, path.Dir(p) // cgroupfs driver: <pod>/<id>
 	}
 	sandboxID := info.SandboxID
@@ -278,40 +258,4 @@ func (g *Guard) containerFrom(ctx context.Context, id string, have *runtimeapi.C
 		}
 	}
 	return c, nil
-}
-
-// sandbox finds a pod and its cgroup parent: from the runtime's verbose
-// status, or by searching the cgroup tree for the pod's uid.
-func (g *Guard) sandbox(ctx context.Context, id string) (policy.Pod, string, error) {
-	if g.runtime == nil {
-		return policy.Pod{}, "", fmt.Errorf("no runtime client for lookups")
-	}
-	resp, err := g.runtime.PodSandboxStatus(ctx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: id, Verbose: true})
-	if err != nil {
-		return policy.Pod{}, "", fmt.Errorf("pod sandbox %s: %w", id, err)
-	}
-	st := resp.GetStatus()
-	md := st.GetMetadata()
-	pod := policy.Pod{Namespace: md.GetNamespace(), Name: md.GetName(), UID: md.GetUid(), RuntimeHandler: st.GetRuntimeHandler()}
-	var info struct {
-		Config struct {
-			Linux struct {
-				CgroupParent string `json:"cgroup_parent"`
-			} `json:"linux"`
-		} `json:"config"`
-	}
-	if s := resp.GetInfo()["info"]; s != "" {
-		json.Unmarshal([]byte(s), &info) //nolint:errcheck // a missing parent is searched for below
-	}
-	parent := info.Config.Linux.CgroupParent
-	if parent == "" && pod.UID != "" {
-		root := facts.DefaultRoot
-		if r, ok := g.facts.(facts.Reader); ok && r.Root != "" {
-			root = r.Root
-		}
-		if found, err := oom.FindPodCgroups(root, "", pod.UID); err == nil && len(found) == 1 {
-			parent = found[0]
-		}
-	}
-	return pod, parent, nil
 }
