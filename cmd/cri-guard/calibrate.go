@@ -16,6 +16,7 @@ import (
 
 	"github.com/cri-guard/cri-guard/pkg/calibrate"
 	"github.com/cri-guard/cri-guard/pkg/config"
+	"github.com/cri-guard/cri-guard/pkg/podcgroup"
 	"github.com/cri-guard/cri-guard/pkg/policy"
 )
 
@@ -106,7 +107,7 @@ func calibrateCmd(ctx context.Context, args []string) error {
 	} else if err != nil {
 		return err
 	}
-	cg, err := calibrate.DetectCgroups(*parent)
+	cg, err := podcgroup.Detect(*parent)
 	if err != nil {
 		return err
 	}

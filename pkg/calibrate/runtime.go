@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cri-guard/cri-guard/pkg/podcgroup"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -41,9 +42,9 @@ func NewRunID() string {
 type Runtime struct {
 	RS      runtimeapi.RuntimeServiceClient
 	IS      runtimeapi.ImageServiceClient
-	Handler string   // runtime handler ("" for the default)
-	Cgroups *Cgroups // where pod cgroups are created
-	RunID   string   // from NewRunID
+	Handler string             // runtime handler ("" for the default)
+	Cgroups *podcgroup.Cgroups // where pod cgroups are created
+	RunID   string             // from NewRunID
 	// Settle is how long a started sandbox or container must keep
 	// running before it counts as started.
 	Settle time.Duration

@@ -19,6 +19,7 @@ import (
 	"github.com/cri-guard/cri-guard/internal/harness"
 	"github.com/cri-guard/cri-guard/pkg/calibrate"
 	"github.com/cri-guard/cri-guard/pkg/config"
+	"github.com/cri-guard/cri-guard/pkg/podcgroup"
 	"github.com/cri-guard/cri-guard/pkg/policy"
 )
 
@@ -74,7 +75,7 @@ func requireNothingLeft(t *testing.T, rt *harness.Runtime, parent string) {
 			t.Errorf("container left: %s (%s)", c.GetMetadata().GetName(), c.GetId())
 		}
 	}
-	cg, err := calibrate.DetectCgroups(parent)
+	cg, err := podcgroup.Detect(parent)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package calibrate
+package podcgroup
 
 import (
 	"bufio"
@@ -22,7 +22,7 @@ import (
 // memory.limit_in_bytes; on cgroup v2 the directory in the unified
 // hierarchy, the memory controller enabled along the path, and memory.max.
 type Cgroups struct {
-	// Parent is the calibration parent, e.g. "/cri-guard-calibrate".
+	// Parent is where pod cgroups go, e.g. "/cri-guard-calibrate".
 	Parent string
 	// V2 is the unified hierarchy's mount point on a cgroup v2 host.
 	V2 string
@@ -37,8 +37,8 @@ type Cgroups struct {
 	Unified string
 }
 
-// DetectCgroups reads /proc/self/mountinfo.
-func DetectCgroups(parent string) (*Cgroups, error) {
+// Detect reads /proc/self/mountinfo.
+func Detect(parent string) (*Cgroups, error) {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
 		return nil, fmt.Errorf("detect cgroups: %w", err)
@@ -140,7 +140,7 @@ func (c *Cgroups) hierarchies() []string {
 	return c.V1
 }
 
-// Hierarchies are the mount points from which calibration cgroups are
+// Hierarchies are the mount points from which pod cgroups are
 // removed: those they are created in, and the hybrid unified one.
 func (c *Cgroups) Hierarchies() []string {
 	h := append([]string{}, c.hierarchies()...)
@@ -254,8 +254,8 @@ func (c *Cgroups) Remove(uid string) error {
 	return errors.Join(errs...)
 }
 
-// RemoveParent removes the calibration parent where it is empty; one left
-// by another calibration still running stays.
+// RemoveParent removes the parent where it is empty; one still used
+// by another caller stays.
 func (c *Cgroups) RemoveParent() error {
 	var errs []error
 	for _, h := range c.Hierarchies() {
