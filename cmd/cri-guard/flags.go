@@ -57,6 +57,19 @@ func newConfigFlags(name string) *configFlags {
 	return c
 }
 
+// parse parses the command line, which takes no arguments besides flags,
+// and loads the configuration.
+func (c *configFlags) parse(args []string) (*config.Config, error) {
+	if err := c.fs.Parse(args); err != nil {
+		return nil, fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if c.fs.NArg() > 0 {
+		return nil, fmt.Errorf("%w: unexpected argument %q", errUsage, c.fs.Arg(0))
+	}
+	_, cfg, err := c.load()
+	return cfg, err
+}
+
 // load reads the file, if any, and puts the flags over it.
 func (c *configFlags) load() (config.File, *config.Config, error) {
 	var file config.File

@@ -25,13 +25,7 @@ import (
 
 func serve(ctx context.Context, args []string) error {
 	flags := newConfigFlags("serve")
-	if err := flags.fs.Parse(args); err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
-	}
-	if flags.fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected argument %q", errUsage, flags.fs.Arg(0))
-	}
-	_, cfg, err := flags.load()
+	cfg, err := flags.parse(args)
 	if err != nil {
 		return err
 	}

@@ -36,13 +36,7 @@ func statusCmd(ctx context.Context, args []string) error {
 	flags := newConfigFlags("status")
 	timeout := flags.fs.Duration("timeout", 5*time.Second, "how long to wait for each answer")
 	asJSON := flags.fs.Bool("json", false, "print JSON")
-	if err := flags.fs.Parse(args); err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
-	}
-	if flags.fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected argument %q", errUsage, flags.fs.Arg(0))
-	}
-	_, cfg, err := flags.load()
+	cfg, err := flags.parse(args)
 	if err != nil {
 		return err
 	}

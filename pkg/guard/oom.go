@@ -37,16 +37,23 @@ func onError[Req, Resp any](next func(context.Context, Req) (Resp, error), expla
 	}
 }
 
+// classify reports whether err is a gRPC status whose message matches a
+// memory family.
+func classify(err error) (*status.Status, oom.Match, bool) {
+	st, ok := status.FromError(err)
+	if !ok {
+		return nil, oom.Match{}, false
+	}
+	m := oom.Classify(st.Message())
+	return st, m, m.Family != oom.None
+}
+
 // explain rewrites err when it is a memory failure that the evidence
 // supports. parent is the pod's cgroup parent; container, when not empty,
 // the container's own cgroup.
 func (g *Guard) explain(ctx context.Context, err error, s oom.Subject, parent, container string, before, failBefore int64) error {
-	st, ok := status.FromError(err)
+	st, m, ok := classify(err)
 	if !ok {
-		return err
-	}
-	m := oom.Classify(st.Message())
-	if m.Family == oom.None {
 		return err
 	}
 	return g.explainMatch(ctx, st, m, s, parent, container, before, failBefore)
@@ -115,12 +122,8 @@ func (g *Guard) explainCreateContainer(req *runtimeapi.CreateContainerRequest, n
 // the pod and cgroups are looked up only when the error matches a family.
 func explainByContainer[Req, Resp any](g *Guard, id string, limit int64, next func(context.Context, Req) (Resp, error)) func(context.Context, Req) (Resp, error) {
 	return onError(next, func(ctx context.Context, err error) error {
-		st, ok := status.FromError(err)
+		st, m, ok := classify(err)
 		if !ok {
-			return err
-		}
-		m := oom.Classify(st.Message())
-		if m.Family == oom.None {
 			return err
 		}
 		c, lerr := g.container(ctx, id)
@@ -139,12 +142,8 @@ func explainByContainer[Req, Resp any](g *Guard, id string, limit int64, next fu
 // explainUpdatePodSandbox wraps next of UpdatePodSandboxResources.
 func (g *Guard) explainUpdatePodSandbox(req *runtimeapi.UpdatePodSandboxResourcesRequest, next updatePodSandboxNext) updatePodSandboxNext {
 	return onError(next, func(ctx context.Context, err error) error {
-		st, ok := status.FromError(err)
+		st, m, ok := classify(err)
 		if !ok {
-			return err
-		}
-		m := oom.Classify(st.Message())
-		if m.Family == oom.None {
 			return err
 		}
 		pod, parent, lerr := g.sandbox(ctx, req.GetPodSandboxId())
