@@ -1,10 +1,14 @@
 package proxy
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/cri-guard/cri-guard/pkg/proxy/h2"
+)
 
 var (
 	// ErrServerClosed is returned by Serve after Shutdown or Close.
-	ErrServerClosed = errors.New("cri-guard: server closed")
+	ErrServerClosed = h2.ErrServerClosed
 
 	// ErrSocketInUse is returned by Listen when a live process already
 	// serves the socket.

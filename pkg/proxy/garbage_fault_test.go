@@ -27,7 +27,7 @@ func garbageProxy(t *testing.T, opts ...Option) (string, *grpc.ClientConn, *fake
 	up := grpc.NewServer(grpc.ForceServerCodec(bytesCodec{}), grpc.UnknownServiceHandler(fake.handle))
 	go up.Serve(upLis)
 	t.Cleanup(up.Stop)
-	p, err := New("passthrough:///fake-runtime", append([]Option{WithDialer(func(ctx context.Context, _ string) (net.Conn, error) {
+	p, err := newCore("passthrough:///fake-runtime", append([]Option{WithDialer(func(ctx context.Context, _ string) (net.Conn, error) {
 		return upLis.DialContext(ctx)
 	})}, opts...)...)
 	if err != nil {
@@ -77,119 +77,123 @@ var settingsFrame = frameHeader(0, http2.FrameSettings, 0, 0)
 // TestGarbageOnTheSocket: whatever a client writes, the proxy closes that
 // connection, or answers with an error, and keeps serving everyone else.
 func TestGarbageOnTheSocket(t *testing.T) {
-	random := make([]byte, 4096)
-	rand.New(rand.NewSource(1)).Read(random)
-	truncated := bytes.Join([][]byte{[]byte(http2.ClientPreface), settingsFrame,
-		frameHeader(1000, http2.FrameHeaders, http2.FlagHeadersEndHeaders, 1), make([]byte, 10)}, nil)
-	oversized := bytes.Join([][]byte{[]byte(http2.ClientPreface), settingsFrame,
-		frameHeader(1<<24-1, http2.FrameData, 0, 1), make([]byte, 64)}, nil)
-	for name, tc := range map[string]struct {
-		send []byte
-		// closed: the server closes the connection without waiting for
-		// the client to hang up.
-		closed bool
-	}{
-		"HTTP/1.1 request":          {[]byte("GET /runtime.v1.RuntimeService/Version HTTP/1.1\r\nHost: cri-guard\r\n\r\n"), true},
-		"random bytes":              {random, true},
-		"preface then random bytes": {append([]byte(http2.ClientPreface), random...), true},
-		// A HEADERS frame that announces 1000 bytes and brings 10.
-		"truncated frame": {truncated, false},
-		// A frame far larger than the 16 KiB that HTTP/2 allows by default.
-		"oversized frame": {oversized, true},
-		"empty":           {nil, false},
-	} {
-		t.Run(name, func(t *testing.T) {
-			sock, client, _ := garbageProxy(t)
-			works(t, client)
-			c, err := net.Dial("unix", sock)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			if _, err := c.Write(tc.send); err != nil {
-				t.Fatal(err)
-			}
-			// While the bad connection is open, others are served.
-			works(t, client)
-			if tc.closed {
+	forEachCore(t, func(t *testing.T) {
+		random := make([]byte, 4096)
+		rand.New(rand.NewSource(1)).Read(random)
+		truncated := bytes.Join([][]byte{[]byte(http2.ClientPreface), settingsFrame,
+			frameHeader(1000, http2.FrameHeaders, http2.FlagHeadersEndHeaders, 1), make([]byte, 10)}, nil)
+		oversized := bytes.Join([][]byte{[]byte(http2.ClientPreface), settingsFrame,
+			frameHeader(1<<24-1, http2.FrameData, 0, 1), make([]byte, 64)}, nil)
+		for name, tc := range map[string]struct {
+			send []byte
+			// closed: the server closes the connection without waiting for
+			// the client to hang up.
+			closed bool
+		}{
+			"HTTP/1.1 request":          {[]byte("GET /runtime.v1.RuntimeService/Version HTTP/1.1\r\nHost: cri-guard\r\n\r\n"), true},
+			"random bytes":              {random, true},
+			"preface then random bytes": {append([]byte(http2.ClientPreface), random...), true},
+			// A HEADERS frame that announces 1000 bytes and brings 10.
+			"truncated frame": {truncated, false},
+			// A frame far larger than the 16 KiB that HTTP/2 allows by default.
+			"oversized frame": {oversized, true},
+			"empty":           {nil, false},
+		} {
+			t.Run(name, func(t *testing.T) {
+				sock, client, _ := garbageProxy(t)
+				works(t, client)
+				c, err := net.Dial("unix", sock)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				if _, err := c.Write(tc.send); err != nil {
+					t.Fatal(err)
+				}
+				// While the bad connection is open, others are served.
+				works(t, client)
+				if tc.closed {
+					closedByServer(t, c)
+					works(t, client)
+					return
+				}
+				// A client that stops mid-frame is closed once it hangs up.
+				c.(*net.UnixConn).CloseWrite()
 				closedByServer(t, c)
 				works(t, client)
-				return
-			}
-			// A client that stops mid-frame is closed once it hangs up.
-			c.(*net.UnixConn).CloseWrite()
-			closedByServer(t, c)
-			works(t, client)
-		})
-	}
+			})
+		}
+	})
 }
 
 // TestOversizedMessage: a message over the size limit is refused with
 // ResourceExhausted, without reaching the runtime, and without buffering
 // what a lying length prefix announces; the connection keeps working.
 func TestOversizedMessage(t *testing.T) {
-	const max = 4 << 20
-	t.Run("real message", func(t *testing.T) {
-		_, client, fake := garbageProxy(t, WithMaxMsgSize(max))
-		req, resp := bytes.Repeat([]byte{'x'}, max+1), []byte(nil)
-		err := client.Invoke(context.Background(), "/runtime.v1.RuntimeService/Version", &req, &resp)
-		if status.Code(err) != codes.ResourceExhausted {
-			t.Fatalf("got %v, want ResourceExhausted", err)
-		}
-		if got := fake.lastRequest("/runtime.v1.RuntimeService/Version"); got != nil {
-			t.Errorf("the runtime received %d bytes", len(got))
-		}
-		works(t, client)
-	})
-	t.Run("length prefix of 4 GiB", func(t *testing.T) {
-		sock, client, fake := garbageProxy(t, WithMaxMsgSize(max))
-		c, err := net.Dial("unix", sock)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(10 * time.Second))
-		c.Write([]byte(http2.ClientPreface))
-		fr := http2.NewFramer(c, c)
-		fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-		fr.WriteSettings()
-		var hb bytes.Buffer
-		enc := hpack.NewEncoder(&hb)
-		for _, f := range [][2]string{
-			{":method", "POST"}, {":scheme", "http"}, {":path", "/runtime.v1.RuntimeService/RunPodSandbox"},
-			{":authority", "cri-guard"}, {"content-type", "application/grpc"}, {"te", "trailers"},
-		} {
-			enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
-		}
-		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hb.Bytes(), EndHeaders: true})
-		fr.WriteData(1, false, []byte{0, 0xff, 0xff, 0xff, 0xff, 'x', 'y', 'z'})
-		var grpcStatus string
-		for grpcStatus == "" {
-			f, err := fr.ReadFrame()
+	forEachCore(t, func(t *testing.T) {
+		const max = 4 << 20
+		t.Run("real message", func(t *testing.T) {
+			_, client, fake := garbageProxy(t, WithMaxMsgSize(max))
+			req, resp := bytes.Repeat([]byte{'x'}, max+1), []byte(nil)
+			err := client.Invoke(context.Background(), "/runtime.v1.RuntimeService/Version", &req, &resp)
+			if status.Code(err) != codes.ResourceExhausted {
+				t.Fatalf("got %v, want ResourceExhausted", err)
+			}
+			if got := fake.lastRequest("/runtime.v1.RuntimeService/Version"); got != nil {
+				t.Errorf("the runtime received %d bytes", len(got))
+			}
+			works(t, client)
+		})
+		t.Run("length prefix of 4 GiB", func(t *testing.T) {
+			sock, client, fake := garbageProxy(t, WithMaxMsgSize(max))
+			c, err := net.Dial("unix", sock)
 			if err != nil {
-				t.Fatalf("the connection ended without a gRPC status: %v", err)
+				t.Fatal(err)
 			}
-			switch f := f.(type) {
-			case *http2.MetaHeadersFrame:
-				for _, hf := range f.Fields {
-					if hf.Name == "grpc-status" {
-						grpcStatus = hf.Value
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			c.Write([]byte(http2.ClientPreface))
+			fr := http2.NewFramer(c, c)
+			fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+			fr.WriteSettings()
+			var hb bytes.Buffer
+			enc := hpack.NewEncoder(&hb)
+			for _, f := range [][2]string{
+				{":method", "POST"}, {":scheme", "http"}, {":path", "/runtime.v1.RuntimeService/RunPodSandbox"},
+				{":authority", "cri-guard"}, {"content-type", "application/grpc"}, {"te", "trailers"},
+			} {
+				enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+			}
+			fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hb.Bytes(), EndHeaders: true})
+			fr.WriteData(1, false, []byte{0, 0xff, 0xff, 0xff, 0xff, 'x', 'y', 'z'})
+			var grpcStatus string
+			for grpcStatus == "" {
+				f, err := fr.ReadFrame()
+				if err != nil {
+					t.Fatalf("the connection ended without a gRPC status: %v", err)
+				}
+				switch f := f.(type) {
+				case *http2.MetaHeadersFrame:
+					for _, hf := range f.Fields {
+						if hf.Name == "grpc-status" {
+							grpcStatus = hf.Value
+						}
 					}
+				case *http2.SettingsFrame:
+					if !f.IsAck() {
+						fr.WriteSettingsAck()
+					}
+				case *http2.RSTStreamFrame, *http2.GoAwayFrame:
+					t.Fatalf("got %v before a gRPC status", f)
 				}
-			case *http2.SettingsFrame:
-				if !f.IsAck() {
-					fr.WriteSettingsAck()
-				}
-			case *http2.RSTStreamFrame, *http2.GoAwayFrame:
-				t.Fatalf("got %v before a gRPC status", f)
 			}
-		}
-		if want := "8"; grpcStatus != want { // ResourceExhausted
-			t.Errorf("grpc-status %s, want %s", grpcStatus, want)
-		}
-		if got := fake.lastRequest("/runtime.v1.RuntimeService/RunPodSandbox"); got != nil {
-			t.Errorf("the runtime received %d bytes", len(got))
-		}
-		works(t, client)
+			if want := "8"; grpcStatus != want { // ResourceExhausted
+				t.Errorf("grpc-status %s, want %s", grpcStatus, want)
+			}
+			if got := fake.lastRequest("/runtime.v1.RuntimeService/RunPodSandbox"); got != nil {
+				t.Errorf("the runtime received %d bytes", len(got))
+			}
+			works(t, client)
+		})
 	})
 }

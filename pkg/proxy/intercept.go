@@ -9,8 +9,9 @@ import (
 )
 
 // Forward sends an encoded request to the runtime and returns the encoded
-// reply. It is how an Interceptor reaches the forwarding core.
-type Forward func(ctx context.Context, req []byte) ([]byte, error)
+// reply. It is how an Interceptor reaches the forwarding core. It is an
+// alias, so that every core's Interceptor interface is the same.
+type Forward = func(ctx context.Context, req []byte) ([]byte, error)
 
 // Interceptor handles the calls of one unary method instead of the plain
 // relay. Build one with Unary.

@@ -124,7 +124,7 @@ func (f *fakeRuntime) handle(_ any, ss grpc.ServerStream) error {
 
 type env struct {
 	fake    *fakeRuntime
-	proxy   *Server
+	proxy   Core
 	client  *grpc.ClientConn
 	upLis   *bufconn.Listener
 	upSrv   *grpc.Server
@@ -142,7 +142,7 @@ func newEnv(t *testing.T, opts ...Option) *env {
 	opts = append([]Option{WithDialer(func(ctx context.Context, _ string) (net.Conn, error) {
 		return e.upLis.DialContext(ctx)
 	})}, opts...)
-	p, err := New("passthrough:///fake-runtime", opts...)
+	p, err := newCore("passthrough:///fake-runtime", opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -221,399 +221,419 @@ func withUnknownField(m proto.Message) []byte {
 }
 
 func TestEveryMethodIsRelayed(t *testing.T) {
-	e := newEnv(t)
-	ctx := context.Background()
-	unary, streams := allMethods()
-	if len(unary) < 30 || len(streams) < 6 {
-		t.Fatalf("descriptor lists look wrong: %d unary, %d streams", len(unary), len(streams))
-	}
-	req := withUnknownField(&runtimeapi.ListPodSandboxRequest{Filter: &runtimeapi.PodSandboxFilter{Id: "abc"}})
-	for _, m := range unary {
-		resp, err := e.call(ctx, m, req)
-		if err != nil {
-			t.Errorf("%s: %v", m, err)
-			continue
+	forEachCore(t, func(t *testing.T) {
+		e := newEnv(t)
+		ctx := context.Background()
+		unary, streams := allMethods()
+		if len(unary) < 30 || len(streams) < 6 {
+			t.Fatalf("descriptor lists look wrong: %d unary, %d streams", len(unary), len(streams))
 		}
-		if got := e.fake.lastRequest(m); !bytes.Equal(got, req) {
-			t.Errorf("%s: runtime got %q, want the kubelet's bytes %q", m, got, req)
+		req := withUnknownField(&runtimeapi.ListPodSandboxRequest{Filter: &runtimeapi.PodSandboxFilter{Id: "abc"}})
+		for _, m := range unary {
+			resp, err := e.call(ctx, m, req)
+			if err != nil {
+				t.Errorf("%s: %v", m, err)
+				continue
+			}
+			if got := e.fake.lastRequest(m); !bytes.Equal(got, req) {
+				t.Errorf("%s: runtime got %q, want the kubelet's bytes %q", m, got, req)
+			}
+			if want := reply(m, append(req, '0')); !bytes.Equal(resp, want) {
+				t.Errorf("%s: kubelet got %q, want %q", m, resp, want)
+			}
 		}
-		if want := reply(m, append(req, '0')); !bytes.Equal(resp, want) {
-			t.Errorf("%s: kubelet got %q, want %q", m, resp, want)
+		for _, m := range streams {
+			got, err := e.stream(ctx, m, req)
+			if err != nil || len(got) != 1 || !bytes.Equal(got[0], reply(m, append(req, '0'))) {
+				t.Errorf("%s: got %q, %v", m, got, err)
+			}
 		}
-	}
-	for _, m := range streams {
-		got, err := e.stream(ctx, m, req)
-		if err != nil || len(got) != 1 || !bytes.Equal(got[0], reply(m, append(req, '0'))) {
-			t.Errorf("%s: got %q, %v", m, got, err)
-		}
-	}
+	})
 }
 
 func TestStatusCodesPassThrough(t *testing.T) {
-	e := newEnv(t)
-	for c := codes.Canceled; c <= codes.Unauthenticated; c++ {
-		if c == codes.Unavailable {
-			continue // covered, with the connection state, by TestUpstreamDown
-		}
-		for _, m := range []string{"/runtime.v1.RuntimeService/StopPodSandbox", "/runtime.v1.RuntimeService/GetContainerEvents", "/runtime.v1.RuntimeService/Unknown"} {
-			ctx := metadata.AppendToOutgoingContext(context.Background(), "x-code", strconv.Itoa(int(c)))
-			_, err := e.call(ctx, m, []byte("req"))
-			st := status.Convert(err)
-			if st.Code() != c || st.Message() != "message from runtime: "+m {
-				t.Errorf("%s code %v: got %v %q", m, c, st.Code(), st.Message())
+	forEachCore(t, func(t *testing.T) {
+		e := newEnv(t)
+		for c := codes.Canceled; c <= codes.Unauthenticated; c++ {
+			if c == codes.Unavailable {
+				continue // covered, with the connection state, by TestUpstreamDown
 			}
-			if d := st.Details(); len(d) != 1 || d[0].(*wrapperspb.StringValue).GetValue() != "detail" {
-				t.Errorf("%s code %v: details %v", m, c, d)
+			for _, m := range []string{"/runtime.v1.RuntimeService/StopPodSandbox", "/runtime.v1.RuntimeService/GetContainerEvents", "/runtime.v1.RuntimeService/Unknown"} {
+				ctx := metadata.AppendToOutgoingContext(context.Background(), "x-code", strconv.Itoa(int(c)))
+				_, err := e.call(ctx, m, []byte("req"))
+				st := status.Convert(err)
+				if st.Code() != c || st.Message() != "message from runtime: "+m {
+					t.Errorf("%s code %v: got %v %q", m, c, st.Code(), st.Message())
+				}
+				if d := st.Details(); len(d) != 1 || d[0].(*wrapperspb.StringValue).GetValue() != "detail" {
+					t.Errorf("%s code %v: details %v", m, c, d)
+				}
 			}
 		}
-	}
+	})
 }
 
 func TestMetadataHeadersAndTrailers(t *testing.T) {
-	e := newEnv(t)
-	for _, m := range []string{"/runtime.v1.RuntimeService/Version", "/runtime.v1.RuntimeService/StreamContainers", "/runtime.v1.ImageService/FutureThing"} {
-		for _, code := range []string{"", "5"} {
-			ctx := metadata.AppendToOutgoingContext(context.Background(), "x-kubelet", "k1")
-			if code != "" {
-				ctx = metadata.AppendToOutgoingContext(ctx, "x-code", code)
-			}
-			var hdr, tlr metadata.MD
-			_, err := e.call(ctx, m, []byte("r"), grpc.Header(&hdr), grpc.Trailer(&tlr))
-			if (err != nil) != (code != "") {
-				t.Fatalf("%s: %v", m, err)
-			}
-			if got := hdr.Get("x-upstream-header"); len(got) != 1 || got[0] != "h-"+m {
-				t.Errorf("%s code %q: header %v", m, code, hdr)
-			}
-			if got := tlr.Get("x-upstream-trailer"); len(got) != 1 || got[0] != "t-"+m {
-				t.Errorf("%s code %q: trailer %v", m, code, tlr)
-			}
-			e.fake.mu.Lock()
-			md := e.fake.metadata[m]
-			e.fake.mu.Unlock()
-			if got := md.Get("x-kubelet"); len(got) != 1 || got[0] != "k1" {
-				t.Errorf("%s: runtime saw metadata %v", m, md)
+	forEachCore(t, func(t *testing.T) {
+		e := newEnv(t)
+		for _, m := range []string{"/runtime.v1.RuntimeService/Version", "/runtime.v1.RuntimeService/StreamContainers", "/runtime.v1.ImageService/FutureThing"} {
+			for _, code := range []string{"", "5"} {
+				ctx := metadata.AppendToOutgoingContext(context.Background(), "x-kubelet", "k1")
+				if code != "" {
+					ctx = metadata.AppendToOutgoingContext(ctx, "x-code", code)
+				}
+				var hdr, tlr metadata.MD
+				_, err := e.call(ctx, m, []byte("r"), grpc.Header(&hdr), grpc.Trailer(&tlr))
+				if (err != nil) != (code != "") {
+					t.Fatalf("%s: %v", m, err)
+				}
+				if got := hdr.Get("x-upstream-header"); len(got) != 1 || got[0] != "h-"+m {
+					t.Errorf("%s code %q: header %v", m, code, hdr)
+				}
+				if got := tlr.Get("x-upstream-trailer"); len(got) != 1 || got[0] != "t-"+m {
+					t.Errorf("%s code %q: trailer %v", m, code, tlr)
+				}
+				e.fake.mu.Lock()
+				md := e.fake.metadata[m]
+				e.fake.mu.Unlock()
+				if got := md.Get("x-kubelet"); len(got) != 1 || got[0] != "k1" {
+					t.Errorf("%s: runtime saw metadata %v", m, md)
+				}
 			}
 		}
-	}
+	})
 }
 
 func TestDeadlineAndCancellationReachUpstream(t *testing.T) {
-	e := newEnv(t)
-	for _, m := range []string{"/runtime.v1.RuntimeService/ListContainers", "/runtime.v1.RuntimeService/GetContainerEvents"} {
-		deadline := time.Now().Add(300 * time.Millisecond)
-		ctx, cancel := context.WithDeadline(metadata.AppendToOutgoingContext(context.Background(), "x-block", "1"), deadline)
-		_, err := e.call(ctx, m, []byte("r"))
+	forEachCore(t, func(t *testing.T) {
+		e := newEnv(t)
+		for _, m := range []string{"/runtime.v1.RuntimeService/ListContainers", "/runtime.v1.RuntimeService/GetContainerEvents"} {
+			deadline := time.Now().Add(300 * time.Millisecond)
+			ctx, cancel := context.WithDeadline(metadata.AppendToOutgoingContext(context.Background(), "x-block", "1"), deadline)
+			_, err := e.call(ctx, m, []byte("r"))
+			cancel()
+			if status.Code(err) != codes.DeadlineExceeded {
+				t.Errorf("%s: got %v, want DeadlineExceeded", m, err)
+			}
+			select {
+			case got := <-e.fake.cancelled:
+				if got != m {
+					t.Errorf("cancelled %s, want %s", got, m)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatalf("%s: the runtime never saw the call end", m)
+			}
+			e.fake.mu.Lock()
+			d := e.fake.deadlines[m]
+			e.fake.mu.Unlock()
+			if diff := d.Sub(deadline); diff > 50*time.Millisecond || diff < -50*time.Millisecond {
+				t.Errorf("%s: runtime saw deadline %v, kubelet set %v", m, d, deadline)
+			}
+		}
+
+		// An explicit cancel, with no deadline, reaches the runtime too.
+		ctx, cancel := context.WithCancel(metadata.AppendToOutgoingContext(context.Background(), "x-block", "1"))
+		done := make(chan error, 1)
+		go func() { _, err := e.call(ctx, "/runtime.v1.RuntimeService/ExecSync", []byte("r")); done <- err }()
+		time.Sleep(100 * time.Millisecond)
 		cancel()
-		if status.Code(err) != codes.DeadlineExceeded {
-			t.Errorf("%s: got %v, want DeadlineExceeded", m, err)
+		if err := <-done; status.Code(err) != codes.Canceled {
+			t.Errorf("got %v, want Canceled", err)
 		}
 		select {
-		case got := <-e.fake.cancelled:
-			if got != m {
-				t.Errorf("cancelled %s, want %s", got, m)
-			}
+		case <-e.fake.cancelled:
 		case <-time.After(5 * time.Second):
-			t.Fatalf("%s: the runtime never saw the call end", m)
+			t.Fatal("the runtime never saw the cancel")
 		}
-		e.fake.mu.Lock()
-		d := e.fake.deadlines[m]
-		e.fake.mu.Unlock()
-		if diff := d.Sub(deadline); diff > 50*time.Millisecond || diff < -50*time.Millisecond {
-			t.Errorf("%s: runtime saw deadline %v, kubelet set %v", m, d, deadline)
-		}
-	}
-
-	// An explicit cancel, with no deadline, reaches the runtime too.
-	ctx, cancel := context.WithCancel(metadata.AppendToOutgoingContext(context.Background(), "x-block", "1"))
-	done := make(chan error, 1)
-	go func() { _, err := e.call(ctx, "/runtime.v1.RuntimeService/ExecSync", []byte("r")); done <- err }()
-	time.Sleep(100 * time.Millisecond)
-	cancel()
-	if err := <-done; status.Code(err) != codes.Canceled {
-		t.Errorf("got %v, want Canceled", err)
-	}
-	select {
-	case <-e.fake.cancelled:
-	case <-time.After(5 * time.Second):
-		t.Fatal("the runtime never saw the cancel")
-	}
+	})
 }
 
 func TestLongServerStream(t *testing.T) {
-	e := newEnv(t)
-	ctx := metadata.AppendToOutgoingContext(context.Background(), "x-count", "10000")
-	m := "/runtime.v1.RuntimeService/GetContainerEvents"
-	got, err := e.stream(ctx, m, []byte("ev"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(got) != 10000 {
-		t.Fatalf("got %d messages, want 10000", len(got))
-	}
-	for i, g := range got {
-		if want := reply(m, []byte("ev"+strconv.Itoa(i))); !bytes.Equal(g, want) {
-			t.Fatalf("message %d: got %q, want %q", i, g, want)
+	forEachCore(t, func(t *testing.T) {
+		e := newEnv(t)
+		ctx := metadata.AppendToOutgoingContext(context.Background(), "x-count", "10000")
+		m := "/runtime.v1.RuntimeService/GetContainerEvents"
+		got, err := e.stream(ctx, m, []byte("ev"))
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
+		if len(got) != 10000 {
+			t.Fatalf("got %d messages, want 10000", len(got))
+		}
+		for i, g := range got {
+			if want := reply(m, []byte("ev"+strconv.Itoa(i))); !bytes.Equal(g, want) {
+				t.Fatalf("message %d: got %q, want %q", i, g, want)
+			}
+		}
+	})
 }
 
 func TestLargeMessages(t *testing.T) {
-	e := newEnv(t)
-	ctx := metadata.AppendToOutgoingContext(context.Background(), "x-size", strconv.Itoa(20<<20))
-	// 20 MiB is above the default limit: the proxy must be configured for it.
-	if _, err := e.call(ctx, "/runtime.v1.RuntimeService/ListContainers", []byte("r")); status.Code(err) != codes.ResourceExhausted {
-		t.Fatalf("20 MiB with the 16 MiB default: got %v, want ResourceExhausted", err)
-	}
-	e = newEnv(t, WithMaxMsgSize(32<<20))
-	resp, err := e.call(ctx, "/runtime.v1.RuntimeService/ListContainers", []byte("r"))
-	if err != nil || len(resp) != 20<<20 {
-		t.Fatalf("got %d bytes, %v", len(resp), err)
-	}
-	// 15 MiB passes both ways with the defaults.
-	e = newEnv(t)
-	big := bytes.Repeat([]byte{'y'}, 15<<20)
-	resp, err = e.call(context.Background(), "/runtime.v1.ImageService/PullImage", big)
-	if err != nil || len(resp) != len(big)+len("/runtime.v1.ImageService/PullImage|")+1 {
-		t.Fatalf("15 MiB request: got %d bytes, %v", len(resp), err)
-	}
+	forEachCore(t, func(t *testing.T) {
+		e := newEnv(t)
+		ctx := metadata.AppendToOutgoingContext(context.Background(), "x-size", strconv.Itoa(20<<20))
+		// 20 MiB is above the default limit: the proxy must be configured for it.
+		if _, err := e.call(ctx, "/runtime.v1.RuntimeService/ListContainers", []byte("r")); status.Code(err) != codes.ResourceExhausted {
+			t.Fatalf("20 MiB with the 16 MiB default: got %v, want ResourceExhausted", err)
+		}
+		e = newEnv(t, WithMaxMsgSize(32<<20))
+		resp, err := e.call(ctx, "/runtime.v1.RuntimeService/ListContainers", []byte("r"))
+		if err != nil || len(resp) != 20<<20 {
+			t.Fatalf("got %d bytes, %v", len(resp), err)
+		}
+		// 15 MiB passes both ways with the defaults.
+		e = newEnv(t)
+		big := bytes.Repeat([]byte{'y'}, 15<<20)
+		resp, err = e.call(context.Background(), "/runtime.v1.ImageService/PullImage", big)
+		if err != nil || len(resp) != len(big)+len("/runtime.v1.ImageService/PullImage|")+1 {
+			t.Fatalf("15 MiB request: got %d bytes, %v", len(resp), err)
+		}
+	})
 }
 
 func TestUpstreamDownThenBack(t *testing.T) {
-	dir := t.TempDir()
-	sock := filepath.Join(dir, "runtime.sock")
-	p, err := New("unix://"+sock, WithReconnectBackoff(200*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	pl, err := Listen("unix://"+filepath.Join(dir, "guard", "guard.sock"), 0o660, -1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go p.Serve(pl)
-	client, err := grpc.NewClient("unix://"+filepath.Join(dir, "guard", "guard.sock"),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	rs := runtimeapi.NewRuntimeServiceClient(client)
-
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	_, err = rs.Version(ctx, &runtimeapi.VersionRequest{})
-	cancel()
-	want := "cri-guard: runtime unix://" + sock + " is unavailable: "
-	if st := status.Convert(err); st.Code() != codes.Unavailable || len(st.Message()) <= len(want) || st.Message()[:len(want)] != want {
-		t.Fatalf("runtime down: got %v, want Unavailable starting %q", err, want)
-	}
-
-	// The runtime comes up; the next calls succeed without a restart.
-	l, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fake := newFakeRuntime()
-	up := grpc.NewServer(grpc.ForceServerCodec(bytesCodec{}), grpc.UnknownServiceHandler(fake.handle))
-	go up.Serve(l)
-	defer up.Stop()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		var resp []byte
-		req := []byte{}
-		err := client.Invoke(context.Background(), "/runtime.v1.RuntimeService/Version", &req, &resp, grpc.ForceCodec(bytesCodec{}))
-		if err == nil {
-			break
+	forEachCore(t, func(t *testing.T) {
+		dir := t.TempDir()
+		sock := filepath.Join(dir, "runtime.sock")
+		p, err := newCore("unix://"+sock, WithReconnectBackoff(200*time.Millisecond))
+		if err != nil {
+			t.Fatal(err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no recovery after the runtime came back: %v", err)
+		defer p.Close()
+		pl, err := Listen("unix://"+filepath.Join(dir, "guard", "guard.sock"), 0o660, -1)
+		if err != nil {
+			t.Fatal(err)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		go p.Serve(pl)
+		client, err := grpc.NewClient("unix://"+filepath.Join(dir, "guard", "guard.sock"),
+			grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer client.Close()
+		rs := runtimeapi.NewRuntimeServiceClient(client)
+
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_, err = rs.Version(ctx, &runtimeapi.VersionRequest{})
+		cancel()
+		want := "cri-guard: runtime unix://" + sock + " is unavailable: "
+		if st := status.Convert(err); st.Code() != codes.Unavailable || len(st.Message()) <= len(want) || st.Message()[:len(want)] != want {
+			t.Fatalf("runtime down: got %v, want Unavailable starting %q", err, want)
+		}
+
+		// The runtime comes up; the next calls succeed without a restart.
+		l, err := net.Listen("unix", sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fake := newFakeRuntime()
+		up := grpc.NewServer(grpc.ForceServerCodec(bytesCodec{}), grpc.UnknownServiceHandler(fake.handle))
+		go up.Serve(l)
+		defer up.Stop()
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			var resp []byte
+			req := []byte{}
+			err := client.Invoke(context.Background(), "/runtime.v1.RuntimeService/Version", &req, &resp, grpc.ForceCodec(bytesCodec{}))
+			if err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no recovery after the runtime came back: %v", err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	})
 }
 
 func TestInterceptor(t *testing.T) {
-	const method = "/runtime.v1.RuntimeService/RunPodSandbox"
-	var seen *runtimeapi.RunPodSandboxRequest
-	h := func(ctx context.Context, req *runtimeapi.RunPodSandboxRequest, next func(context.Context, *runtimeapi.RunPodSandboxRequest) (*runtimeapi.RunPodSandboxResponse, error)) (*runtimeapi.RunPodSandboxResponse, error) {
-		seen = req
-		switch req.GetConfig().GetMetadata().GetName() {
-		case "refuse":
-			return nil, status.Error(codes.InvalidArgument, "refused by policy")
-		case "panic":
-			panic("boom")
-		case "rewrite":
-			r := proto.Clone(req).(*runtimeapi.RunPodSandboxRequest)
-			r.RuntimeHandler = "rewritten"
-			resp, err := next(ctx, r)
-			if err != nil {
-				return nil, err
+	forEachCore(t, func(t *testing.T) {
+		const method = "/runtime.v1.RuntimeService/RunPodSandbox"
+		var seen *runtimeapi.RunPodSandboxRequest
+		h := func(ctx context.Context, req *runtimeapi.RunPodSandboxRequest, next func(context.Context, *runtimeapi.RunPodSandboxRequest) (*runtimeapi.RunPodSandboxResponse, error)) (*runtimeapi.RunPodSandboxResponse, error) {
+			seen = req
+			switch req.GetConfig().GetMetadata().GetName() {
+			case "refuse":
+				return nil, status.Error(codes.InvalidArgument, "refused by policy")
+			case "panic":
+				panic("boom")
+			case "rewrite":
+				r := proto.Clone(req).(*runtimeapi.RunPodSandboxRequest)
+				r.RuntimeHandler = "rewritten"
+				resp, err := next(ctx, r)
+				if err != nil {
+					return nil, err
+				}
+				out := proto.Clone(resp).(*runtimeapi.RunPodSandboxResponse)
+				out.PodSandboxId = "changed"
+				return out, nil
 			}
-			out := proto.Clone(resp).(*runtimeapi.RunPodSandboxResponse)
-			out.PodSandboxId = "changed"
-			return out, nil
+			return next(ctx, req)
 		}
-		return next(ctx, req)
-	}
-	e := newEnv(t, WithInterceptors(Unary(method, h)))
-	ctx := context.Background()
-	mk := func(name string) []byte {
-		return withUnknownField(&runtimeapi.RunPodSandboxRequest{Config: &runtimeapi.PodSandboxConfig{Metadata: &runtimeapi.PodSandboxMetadata{Name: name}}})
-	}
+		e := newEnv(t, WithInterceptors(Unary(method, h)))
+		ctx := context.Background()
+		mk := func(name string) []byte {
+			return withUnknownField(&runtimeapi.RunPodSandboxRequest{Config: &runtimeapi.PodSandboxConfig{Metadata: &runtimeapi.PodSandboxMetadata{Name: name}}})
+		}
 
-	t.Run("request keeps its bytes; a lying runtime's reply is a clear error", func(t *testing.T) {
-		req := mk("plain")
-		_, err := e.call(ctx, method, req)
-		// This fake's reply is not a RunPodSandboxResponse.
-		// protobuf-go varies the spaces in its own error texts on purpose,
-		// so only cri-guard's part is compared exactly.
-		want := "cri-guard: cannot decode the runtime's " + method + " reply: proto:"
-		if st := status.Convert(err); st.Code() != codes.Internal || !strings.HasPrefix(st.Message(), want) {
-			t.Errorf("got %v, want Internal %q...", err, want)
-		}
-		if got := e.fake.lastRequest(method); !bytes.Equal(got, req) {
-			t.Errorf("runtime got %q, want %q", got, req)
-		}
-		if seen.GetConfig().GetMetadata().GetName() != "plain" {
-			t.Errorf("handler saw %v", seen)
-		}
-	})
-	t.Run("refusal never reaches the runtime", func(t *testing.T) {
-		before := e.fake.lastRequest(method)
-		_, err := e.call(ctx, method, mk("refuse"))
-		if st := status.Convert(err); st.Code() != codes.InvalidArgument || st.Message() != "refused by policy" {
-			t.Errorf("got %v", err)
-		}
-		if got := e.fake.lastRequest(method); !bytes.Equal(got, before) {
-			t.Errorf("runtime saw the refused call")
-		}
-	})
-	t.Run("panic becomes Internal and the server keeps serving", func(t *testing.T) {
-		_, err := e.call(ctx, method, mk("panic"))
-		if st := status.Convert(err); st.Code() != codes.Internal || st.Message() != "cri-guard: internal error in "+method+": boom" {
-			t.Errorf("got %v", err)
-		}
-		if _, err := e.call(ctx, "/runtime.v1.RuntimeService/Version", nil); err != nil {
-			t.Errorf("after a panic: %v", err)
-		}
-	})
-	t.Run("garbage request is InvalidArgument", func(t *testing.T) {
-		_, err := e.call(ctx, method, []byte{0xff, 0xff, 0xff})
-		if st := status.Convert(err); st.Code() != codes.InvalidArgument {
-			t.Errorf("got %v", err)
-		}
-	})
-	t.Run("runtime errors pass through", func(t *testing.T) {
-		c := metadata.AppendToOutgoingContext(ctx, "x-code", strconv.Itoa(int(codes.NotFound)))
-		_, err := e.call(c, method, mk("plain"))
-		if st := status.Convert(err); st.Code() != codes.NotFound || st.Message() != "message from runtime: "+method {
-			t.Errorf("got %v", err)
-		}
+		t.Run("request keeps its bytes; a lying runtime's reply is a clear error", func(t *testing.T) {
+			req := mk("plain")
+			_, err := e.call(ctx, method, req)
+			// This fake's reply is not a RunPodSandboxResponse.
+			// protobuf-go varies the spaces in its own error texts on purpose,
+			// so only cri-guard's part is compared exactly.
+			want := "cri-guard: cannot decode the runtime's " + method + " reply: proto:"
+			if st := status.Convert(err); st.Code() != codes.Internal || !strings.HasPrefix(st.Message(), want) {
+				t.Errorf("got %v, want Internal %q...", err, want)
+			}
+			if got := e.fake.lastRequest(method); !bytes.Equal(got, req) {
+				t.Errorf("runtime got %q, want %q", got, req)
+			}
+			if seen.GetConfig().GetMetadata().GetName() != "plain" {
+				t.Errorf("handler saw %v", seen)
+			}
+		})
+		t.Run("refusal never reaches the runtime", func(t *testing.T) {
+			before := e.fake.lastRequest(method)
+			_, err := e.call(ctx, method, mk("refuse"))
+			if st := status.Convert(err); st.Code() != codes.InvalidArgument || st.Message() != "refused by policy" {
+				t.Errorf("got %v", err)
+			}
+			if got := e.fake.lastRequest(method); !bytes.Equal(got, before) {
+				t.Errorf("runtime saw the refused call")
+			}
+		})
+		t.Run("panic becomes Internal and the server keeps serving", func(t *testing.T) {
+			_, err := e.call(ctx, method, mk("panic"))
+			if st := status.Convert(err); st.Code() != codes.Internal || st.Message() != "cri-guard: internal error in "+method+": boom" {
+				t.Errorf("got %v", err)
+			}
+			if _, err := e.call(ctx, "/runtime.v1.RuntimeService/Version", nil); err != nil {
+				t.Errorf("after a panic: %v", err)
+			}
+		})
+		t.Run("garbage request is InvalidArgument", func(t *testing.T) {
+			_, err := e.call(ctx, method, []byte{0xff, 0xff, 0xff})
+			if st := status.Convert(err); st.Code() != codes.InvalidArgument {
+				t.Errorf("got %v", err)
+			}
+		})
+		t.Run("runtime errors pass through", func(t *testing.T) {
+			c := metadata.AppendToOutgoingContext(ctx, "x-code", strconv.Itoa(int(codes.NotFound)))
+			_, err := e.call(c, method, mk("plain"))
+			if st := status.Convert(err); st.Code() != codes.NotFound || st.Message() != "message from runtime: "+method {
+				t.Errorf("got %v", err)
+			}
+		})
 	})
 }
 
 // TestInterceptorReplyBytes uses a fake whose replies decode, to check that
 // an intercepted reply keeps its bytes or is re-encoded when changed.
 func TestInterceptorReplyBytes(t *testing.T) {
-	const method = "/runtime.v1.RuntimeService/RunPodSandbox"
-	h := func(ctx context.Context, req *runtimeapi.RunPodSandboxRequest, next func(context.Context, *runtimeapi.RunPodSandboxRequest) (*runtimeapi.RunPodSandboxResponse, error)) (*runtimeapi.RunPodSandboxResponse, error) {
-		r := req
-		if req.GetRuntimeHandler() == "rewrite" {
-			r = proto.Clone(req).(*runtimeapi.RunPodSandboxRequest)
-			r.RuntimeHandler = "rewritten"
+	forEachCore(t, func(t *testing.T) {
+		const method = "/runtime.v1.RuntimeService/RunPodSandbox"
+		h := func(ctx context.Context, req *runtimeapi.RunPodSandboxRequest, next func(context.Context, *runtimeapi.RunPodSandboxRequest) (*runtimeapi.RunPodSandboxResponse, error)) (*runtimeapi.RunPodSandboxResponse, error) {
+			r := req
+			if req.GetRuntimeHandler() == "rewrite" {
+				r = proto.Clone(req).(*runtimeapi.RunPodSandboxRequest)
+				r.RuntimeHandler = "rewritten"
+			}
+			resp, err := next(ctx, r)
+			if err != nil || req.GetRuntimeHandler() != "rewrite" {
+				return resp, err
+			}
+			out := proto.Clone(resp).(*runtimeapi.RunPodSandboxResponse)
+			out.PodSandboxId += "-changed"
+			return out, nil
 		}
-		resp, err := next(ctx, r)
-		if err != nil || req.GetRuntimeHandler() != "rewrite" {
-			return resp, err
+		upLis := bufconn.Listen(1 << 20)
+		var got []byte
+		up := grpc.NewServer(grpc.ForceServerCodec(bytesCodec{}), grpc.UnknownServiceHandler(func(_ any, ss grpc.ServerStream) error {
+			if err := ss.RecvMsg(&got); err != nil {
+				return err
+			}
+			out := withUnknownField(&runtimeapi.RunPodSandboxResponse{PodSandboxId: "sb"})
+			return ss.SendMsg(&out)
+		}))
+		go up.Serve(upLis)
+		defer up.Stop()
+		p, err := newCore("passthrough:///x", WithInterceptors(Unary(method, h)), WithDialer(func(ctx context.Context, _ string) (net.Conn, error) { return upLis.DialContext(ctx) }))
+		if err != nil {
+			t.Fatal(err)
 		}
-		out := proto.Clone(resp).(*runtimeapi.RunPodSandboxResponse)
-		out.PodSandboxId += "-changed"
-		return out, nil
-	}
-	upLis := bufconn.Listen(1 << 20)
-	var got []byte
-	up := grpc.NewServer(grpc.ForceServerCodec(bytesCodec{}), grpc.UnknownServiceHandler(func(_ any, ss grpc.ServerStream) error {
-		if err := ss.RecvMsg(&got); err != nil {
-			return err
-		}
-		out := withUnknownField(&runtimeapi.RunPodSandboxResponse{PodSandboxId: "sb"})
-		return ss.SendMsg(&out)
-	}))
-	go up.Serve(upLis)
-	defer up.Stop()
-	p, err := New("passthrough:///x", WithInterceptors(Unary(method, h)), WithDialer(func(ctx context.Context, _ string) (net.Conn, error) { return upLis.DialContext(ctx) }))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	pl := bufconn.Listen(1 << 20)
-	go p.Serve(pl)
-	c, _ := grpc.NewClient("passthrough:///y", grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return pl.DialContext(ctx) }))
-	defer c.Close()
+		defer p.Close()
+		pl := bufconn.Listen(1 << 20)
+		go p.Serve(pl)
+		c, _ := grpc.NewClient("passthrough:///y", grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return pl.DialContext(ctx) }))
+		defer c.Close()
 
-	for _, handler := range []string{"keep", "rewrite"} {
-		req := withUnknownField(&runtimeapi.RunPodSandboxRequest{RuntimeHandler: handler})
-		var resp []byte
-		if err := c.Invoke(context.Background(), method, &req, &resp, grpc.ForceCodec(bytesCodec{})); err != nil {
-			t.Fatal(err)
-		}
-		var sent runtimeapi.RunPodSandboxRequest
-		if err := proto.Unmarshal(got, &sent); err != nil {
-			t.Fatal(err)
-		}
-		var back runtimeapi.RunPodSandboxResponse
-		if err := proto.Unmarshal(resp, &back); err != nil {
-			t.Fatal(err)
-		}
-		switch handler {
-		case "keep":
-			if !bytes.Equal(got, req) {
-				t.Errorf("request bytes changed")
+		for _, handler := range []string{"keep", "rewrite"} {
+			req := withUnknownField(&runtimeapi.RunPodSandboxRequest{RuntimeHandler: handler})
+			var resp []byte
+			if err := c.Invoke(context.Background(), method, &req, &resp, grpc.ForceCodec(bytesCodec{})); err != nil {
+				t.Fatal(err)
 			}
-			if want := withUnknownField(&runtimeapi.RunPodSandboxResponse{PodSandboxId: "sb"}); !bytes.Equal(resp, want) {
-				t.Errorf("reply bytes changed: %q", resp)
+			var sent runtimeapi.RunPodSandboxRequest
+			if err := proto.Unmarshal(got, &sent); err != nil {
+				t.Fatal(err)
 			}
-		case "rewrite":
-			if sent.RuntimeHandler != "rewritten" || len(sent.ProtoReflect().GetUnknown()) == 0 {
-				t.Errorf("runtime got %v, want the rewrite with the unknown field kept", &sent)
+			var back runtimeapi.RunPodSandboxResponse
+			if err := proto.Unmarshal(resp, &back); err != nil {
+				t.Fatal(err)
 			}
-			if back.PodSandboxId != "sb-changed" || len(back.ProtoReflect().GetUnknown()) == 0 {
-				t.Errorf("kubelet got %v", &back)
+			switch handler {
+			case "keep":
+				if !bytes.Equal(got, req) {
+					t.Errorf("request bytes changed")
+				}
+				if want := withUnknownField(&runtimeapi.RunPodSandboxResponse{PodSandboxId: "sb"}); !bytes.Equal(resp, want) {
+					t.Errorf("reply bytes changed: %q", resp)
+				}
+			case "rewrite":
+				if sent.RuntimeHandler != "rewritten" || len(sent.ProtoReflect().GetUnknown()) == 0 {
+					t.Errorf("runtime got %v, want the rewrite with the unknown field kept", &sent)
+				}
+				if back.PodSandboxId != "sb-changed" || len(back.ProtoReflect().GetUnknown()) == 0 {
+					t.Errorf("kubelet got %v", &back)
+				}
 			}
 		}
-	}
+	})
 }
 
 func TestShutdownEndsStreams(t *testing.T) {
-	e := newEnv(t)
-	ctx := metadata.AppendToOutgoingContext(context.Background(), "x-block", "1")
-	done := make(chan error, 1)
-	go func() {
-		_, err := e.stream(ctx, "/runtime.v1.RuntimeService/GetContainerEvents", []byte("r"))
-		done <- err
-	}()
-	time.Sleep(100 * time.Millisecond)
-	sctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-	defer cancel()
-	start := time.Now()
-	if err := e.proxy.Shutdown(sctx); !errors.Is(err, context.DeadlineExceeded) {
-		t.Errorf("Shutdown: got %v, want DeadlineExceeded", err)
-	}
-	if d := time.Since(start); d > 2*time.Second {
-		t.Errorf("Shutdown took %v", d)
-	}
-	select {
-	case err := <-done:
-		if err == nil {
-			t.Error("the event stream ended without an error")
+	forEachCore(t, func(t *testing.T) {
+		e := newEnv(t)
+		ctx := metadata.AppendToOutgoingContext(context.Background(), "x-block", "1")
+		done := make(chan error, 1)
+		go func() {
+			_, err := e.stream(ctx, "/runtime.v1.RuntimeService/GetContainerEvents", []byte("r"))
+			done <- err
+		}()
+		time.Sleep(100 * time.Millisecond)
+		sctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		defer cancel()
+		start := time.Now()
+		if err := e.proxy.Shutdown(sctx); !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("Shutdown: got %v, want DeadlineExceeded", err)
 		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("the event stream was not ended by Shutdown")
-	}
-	if err := e.proxy.Serve(bufconn.Listen(10)); !errors.Is(err, ErrServerClosed) {
-		t.Errorf("Serve after Shutdown: %v", err)
-	}
+		if d := time.Since(start); d > 2*time.Second {
+			t.Errorf("Shutdown took %v", d)
+		}
+		select {
+		case err := <-done:
+			if err == nil {
+				t.Error("the event stream ended without an error")
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("the event stream was not ended by Shutdown")
+		}
+		if err := e.proxy.Serve(bufconn.Listen(10)); !errors.Is(err, ErrServerClosed) {
+			t.Errorf("Serve after Shutdown: %v", err)
+		}
+	})
 }
 
 func TestOptionsCheckThemselves(t *testing.T) {

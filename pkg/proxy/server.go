@@ -34,12 +34,7 @@ type Server struct {
 // "unix:///run/containerd/containerd.sock". It does not connect yet: the
 // runtime may be down, and calls made meanwhile fail with Unavailable.
 func New(upstream string, opts ...Option) (*Server, error) {
-	o := options{
-		maxMsgSize:   DefaultMaxMsgSize,
-		interceptors: map[string]Interceptor{},
-		logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
-		backoffMax:   time.Second,
-	}
+	o := defaultOptions()
 	for _, opt := range opts {
 		if err := opt(&o); err != nil {
 			return nil, fmt.Errorf("proxy option: %w", err)
@@ -88,6 +83,15 @@ func New(upstream string, opts ...Option) (*Server, error) {
 		grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
 	)
 	return s, nil
+}
+
+func defaultOptions() options {
+	return options{
+		maxMsgSize:   DefaultMaxMsgSize,
+		interceptors: map[string]Interceptor{},
+		logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
+		backoffMax:   time.Second,
+	}
 }
 
 // unaryMethods lists the unary methods of CRI v1. Any other method, known or

@@ -27,7 +27,7 @@ func (p passThrough) Intercept(ctx context.Context, in []byte, forward Forward) 
 }
 
 // unixProxy serves p on a unix socket in dir and returns a client to it.
-func unixProxy(t *testing.T, p *Server, dir string) (*grpc.ClientConn, string) {
+func unixProxy(t *testing.T, p Core, dir string) (*grpc.ClientConn, string) {
 	t.Helper()
 	sock := filepath.Join(dir, "guard.sock")
 	l, err := Listen("unix://"+sock, 0o660, -1)
@@ -57,242 +57,246 @@ func settle(max int, within time.Duration) int {
 // kubelet past its deadline, must see its calls cancelled, and must not
 // leave goroutines behind.
 func TestWedgedUpstream(t *testing.T) {
-	const (
-		callers  = 20
-		perCall  = 10
-		deadline = 100 * time.Millisecond
-		// Slack for a loaded machine: the deadline is enforced by the
-		// kubelet's own client as well, so anything beyond is the relay.
-		slack = 400 * time.Millisecond
-	)
-	methods := []struct {
-		name   string
-		stream bool
-	}{
-		{"/runtime.v1.RuntimeService/Version", false},           // relayed unary
-		{"/runtime.v1.RuntimeService/RunPodSandbox", false},     // intercepted
-		{"/runtime.v1.RuntimeService/GetContainerEvents", true}, // relayed stream
-		{"/runtime.v1.RuntimeService/NotInThisBuild", false},    // unknown: relayed as a stream
-	}
-	for name, upstream := range map[string]func(t *testing.T, sock string) (cancelled *atomic.Int64){
-		// The runtime accepts the call and never replies.
-		"handler never answers": func(t *testing.T, sock string) *atomic.Int64 {
-			var n atomic.Int64
-			l, err := net.Listen("unix", sock)
-			if err != nil {
-				t.Fatal(err)
-			}
-			srv := grpc.NewServer(grpc.ForceServerCodec(bytesCodec{}), grpc.UnknownServiceHandler(func(_ any, ss grpc.ServerStream) error {
-				<-ss.Context().Done()
-				n.Add(1)
-				return ss.Context().Err()
-			}))
-			go srv.Serve(l)
-			t.Cleanup(srv.Stop)
-			return &n
-		},
-		// The runtime's socket accepts connections and never speaks.
-		"socket never speaks": func(t *testing.T, sock string) *atomic.Int64 {
-			l, err := net.Listen("unix", sock)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var mu sync.Mutex
-			var conns []net.Conn
-			go func() {
-				for {
-					c, err := l.Accept()
-					if err != nil {
-						return
-					}
-					mu.Lock()
-					conns = append(conns, c)
-					mu.Unlock()
+	forEachCore(t, func(t *testing.T) {
+		const (
+			callers  = 20
+			perCall  = 10
+			deadline = 100 * time.Millisecond
+			// Slack for a loaded machine: the deadline is enforced by the
+			// kubelet's own client as well, so anything beyond is the relay.
+			slack = 400 * time.Millisecond
+		)
+		methods := []struct {
+			name   string
+			stream bool
+		}{
+			{"/runtime.v1.RuntimeService/Version", false},           // relayed unary
+			{"/runtime.v1.RuntimeService/RunPodSandbox", false},     // intercepted
+			{"/runtime.v1.RuntimeService/GetContainerEvents", true}, // relayed stream
+			{"/runtime.v1.RuntimeService/NotInThisBuild", false},    // unknown: relayed as a stream
+		}
+		for name, upstream := range map[string]func(t *testing.T, sock string) (cancelled *atomic.Int64){
+			// The runtime accepts the call and never replies.
+			"handler never answers": func(t *testing.T, sock string) *atomic.Int64 {
+				var n atomic.Int64
+				l, err := net.Listen("unix", sock)
+				if err != nil {
+					t.Fatal(err)
 				}
-			}()
-			t.Cleanup(func() {
-				l.Close()
-				mu.Lock()
-				for _, c := range conns {
-					c.Close()
+				srv := grpc.NewServer(grpc.ForceServerCodec(bytesCodec{}), grpc.UnknownServiceHandler(func(_ any, ss grpc.ServerStream) error {
+					<-ss.Context().Done()
+					n.Add(1)
+					return ss.Context().Err()
+				}))
+				go srv.Serve(l)
+				t.Cleanup(srv.Stop)
+				return &n
+			},
+			// The runtime's socket accepts connections and never speaks.
+			"socket never speaks": func(t *testing.T, sock string) *atomic.Int64 {
+				l, err := net.Listen("unix", sock)
+				if err != nil {
+					t.Fatal(err)
 				}
-				mu.Unlock()
-			})
-			return nil
-		},
-	} {
-		t.Run(name, func(t *testing.T) {
-			dir := t.TempDir()
-			sock := filepath.Join(dir, "runtime.sock")
-			cancelled := upstream(t, sock)
-			p, err := New("unix://"+sock, WithInterceptors(passThrough("/runtime.v1.RuntimeService/RunPodSandbox")))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer p.Close()
-			client, _ := unixProxy(t, p, dir)
-			call := func(m string, stream bool) (time.Duration, error) {
-				ctx, cancel := context.WithTimeout(context.Background(), deadline)
-				defer cancel()
-				start := time.Now()
-				req, resp := []byte("r"), []byte(nil)
-				if !stream {
-					err := client.Invoke(ctx, m, &req, &resp)
-					return time.Since(start), err
-				}
-				cs, err := client.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true}, m)
-				if err == nil {
-					if err = cs.SendMsg(&req); err == nil {
-						if err = cs.CloseSend(); err == nil {
-							err = cs.RecvMsg(&resp)
+				var mu sync.Mutex
+				var conns []net.Conn
+				go func() {
+					for {
+						c, err := l.Accept()
+						if err != nil {
+							return
 						}
-					}
-				}
-				return time.Since(start), err
-			}
-			// Warm up: connections and the server's workers exist before
-			// the baseline is taken.
-			for _, m := range methods {
-				call(m.name, m.stream)
-			}
-			time.Sleep(200 * time.Millisecond)
-			base := runtime.NumGoroutine()
-
-			var (
-				wg     sync.WaitGroup
-				mu     sync.Mutex
-				worst  time.Duration
-				byCode = map[codes.Code]int{}
-			)
-			for i := 0; i < callers; i++ {
-				wg.Add(1)
-				go func(i int) {
-					defer wg.Done()
-					for j := 0; j < perCall; j++ {
-						m := methods[(i+j)%len(methods)]
-						d, err := call(m.name, m.stream)
 						mu.Lock()
-						if d > worst {
-							worst = d
-						}
-						byCode[status.Code(err)]++
+						conns = append(conns, c)
 						mu.Unlock()
 					}
-				}(i)
-			}
-			wg.Wait()
-			t.Logf("%d calls, slowest %s, codes %v", callers*perCall, worst.Round(time.Millisecond), byCode)
-			if worst > deadline+slack {
-				t.Errorf("a call took %s with a %s deadline", worst, deadline)
-			}
-			for c, n := range byCode {
-				if c != codes.DeadlineExceeded {
-					t.Errorf("%d calls ended with %v, want DeadlineExceeded", n, c)
+				}()
+				t.Cleanup(func() {
+					l.Close()
+					mu.Lock()
+					for _, c := range conns {
+						c.Close()
+					}
+					mu.Unlock()
+				})
+				return nil
+			},
+		} {
+			t.Run(name, func(t *testing.T) {
+				dir := t.TempDir()
+				sock := filepath.Join(dir, "runtime.sock")
+				cancelled := upstream(t, sock)
+				p, err := newCore("unix://"+sock, WithInterceptors(passThrough("/runtime.v1.RuntimeService/RunPodSandbox")))
+				if err != nil {
+					t.Fatal(err)
 				}
-			}
-			if cancelled != nil {
-				want := int64(callers*perCall + len(methods))
-				for end := time.Now().Add(5 * time.Second); cancelled.Load() < want && time.Now().Before(end); {
-					time.Sleep(20 * time.Millisecond)
+				defer p.Close()
+				client, _ := unixProxy(t, p, dir)
+				call := func(m string, stream bool) (time.Duration, error) {
+					ctx, cancel := context.WithTimeout(context.Background(), deadline)
+					defer cancel()
+					start := time.Now()
+					req, resp := []byte("r"), []byte(nil)
+					if !stream {
+						err := client.Invoke(ctx, m, &req, &resp)
+						return time.Since(start), err
+					}
+					cs, err := client.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true}, m)
+					if err == nil {
+						if err = cs.SendMsg(&req); err == nil {
+							if err = cs.CloseSend(); err == nil {
+								err = cs.RecvMsg(&resp)
+							}
+						}
+					}
+					return time.Since(start), err
 				}
-				if got := cancelled.Load(); got != want {
-					t.Errorf("the runtime saw %d of %d calls cancelled", got, want)
+				// Warm up: connections and the server's workers exist before
+				// the baseline is taken.
+				for _, m := range methods {
+					call(m.name, m.stream)
 				}
-			}
-			const tolerance = 5
-			if n := settle(base+tolerance, 5*time.Second); n > base+tolerance {
-				buf := make([]byte, 1<<20)
-				t.Errorf("%d goroutines after the calls, baseline %d (tolerance %d):\n%s", n, base, tolerance, buf[:runtime.Stack(buf, true)])
-			}
-		})
-	}
+				time.Sleep(200 * time.Millisecond)
+				base := runtime.NumGoroutine()
+
+				var (
+					wg     sync.WaitGroup
+					mu     sync.Mutex
+					worst  time.Duration
+					byCode = map[codes.Code]int{}
+				)
+				for i := 0; i < callers; i++ {
+					wg.Add(1)
+					go func(i int) {
+						defer wg.Done()
+						for j := 0; j < perCall; j++ {
+							m := methods[(i+j)%len(methods)]
+							d, err := call(m.name, m.stream)
+							mu.Lock()
+							if d > worst {
+								worst = d
+							}
+							byCode[status.Code(err)]++
+							mu.Unlock()
+						}
+					}(i)
+				}
+				wg.Wait()
+				t.Logf("%d calls, slowest %s, codes %v", callers*perCall, worst.Round(time.Millisecond), byCode)
+				if worst > deadline+slack {
+					t.Errorf("a call took %s with a %s deadline", worst, deadline)
+				}
+				for c, n := range byCode {
+					if c != codes.DeadlineExceeded {
+						t.Errorf("%d calls ended with %v, want DeadlineExceeded", n, c)
+					}
+				}
+				if cancelled != nil {
+					want := int64(callers*perCall + len(methods))
+					for end := time.Now().Add(5 * time.Second); cancelled.Load() < want && time.Now().Before(end); {
+						time.Sleep(20 * time.Millisecond)
+					}
+					if got := cancelled.Load(); got != want {
+						t.Errorf("the runtime saw %d of %d calls cancelled", got, want)
+					}
+				}
+				const tolerance = 5
+				if n := settle(base+tolerance, 5*time.Second); n > base+tolerance {
+					buf := make([]byte, 1<<20)
+					t.Errorf("%d goroutines after the calls, baseline %d (tolerance %d):\n%s", n, base, tolerance, buf[:runtime.Stack(buf, true)])
+				}
+			})
+		}
+	})
 }
 
 // TestStreamEndsWhenUpstreamDies: an event stream through the relay ends
 // with Unavailable when the runtime goes away, and a new subscription works
 // once it is back on the same socket.
 func TestStreamEndsWhenUpstreamDies(t *testing.T) {
-	dir := t.TempDir()
-	sock := filepath.Join(dir, "runtime.sock")
-	startUpstream := func() *grpc.Server {
-		l, err := net.Listen("unix", sock)
+	forEachCore(t, func(t *testing.T) {
+		dir := t.TempDir()
+		sock := filepath.Join(dir, "runtime.sock")
+		startUpstream := func() *grpc.Server {
+			l, err := net.Listen("unix", sock)
+			if err != nil {
+				t.Fatal(err)
+			}
+			srv := grpc.NewServer(grpc.ForceServerCodec(bytesCodec{}), grpc.UnknownServiceHandler(func(_ any, ss grpc.ServerStream) error {
+				var req []byte
+				if err := ss.RecvMsg(&req); err != nil {
+					return err
+				}
+				ev := []byte("event")
+				if err := ss.SendMsg(&ev); err != nil {
+					return err
+				}
+				<-ss.Context().Done()
+				return nil
+			}))
+			go srv.Serve(l)
+			return srv
+		}
+		up := startUpstream()
+		p, err := newCore("unix://"+sock, WithReconnectBackoff(100*time.Millisecond))
 		if err != nil {
 			t.Fatal(err)
 		}
-		srv := grpc.NewServer(grpc.ForceServerCodec(bytesCodec{}), grpc.UnknownServiceHandler(func(_ any, ss grpc.ServerStream) error {
-			var req []byte
-			if err := ss.RecvMsg(&req); err != nil {
-				return err
+		defer p.Close()
+		client, _ := unixProxy(t, p, dir)
+		subscribe := func(ctx context.Context) (grpc.ClientStream, error) {
+			cs, err := client.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true}, "/runtime.v1.RuntimeService/GetContainerEvents")
+			if err != nil {
+				return nil, err
 			}
-			ev := []byte("event")
-			if err := ss.SendMsg(&ev); err != nil {
-				return err
+			req := []byte{}
+			if err := cs.SendMsg(&req); err != nil {
+				return nil, err
 			}
-			<-ss.Context().Done()
-			return nil
-		}))
-		go srv.Serve(l)
-		return srv
-	}
-	up := startUpstream()
-	p, err := New("unix://"+sock, WithReconnectBackoff(100*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	client, _ := unixProxy(t, p, dir)
-	subscribe := func(ctx context.Context) (grpc.ClientStream, error) {
-		cs, err := client.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true}, "/runtime.v1.RuntimeService/GetContainerEvents")
+			if err := cs.CloseSend(); err != nil {
+				return nil, err
+			}
+			var ev []byte
+			if err := cs.RecvMsg(&ev); err != nil {
+				return nil, err
+			}
+			return cs, nil
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		cs, err := subscribe(ctx)
 		if err != nil {
-			return nil, err
+			t.Fatal(err)
 		}
-		req := []byte{}
-		if err := cs.SendMsg(&req); err != nil {
-			return nil, err
+		ended := make(chan error, 1)
+		go func() {
+			var ev []byte
+			ended <- cs.RecvMsg(&ev)
+		}()
+		up.Stop()
+		select {
+		case err := <-ended:
+			if status.Code(err) != codes.Unavailable {
+				t.Errorf("the stream ended with %v, want Unavailable", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("the stream did not end when the runtime went away")
 		}
-		if err := cs.CloseSend(); err != nil {
-			return nil, err
-		}
-		var ev []byte
-		if err := cs.RecvMsg(&ev); err != nil {
-			return nil, err
-		}
-		return cs, nil
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	cs, err := subscribe(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ended := make(chan error, 1)
-	go func() {
-		var ev []byte
-		ended <- cs.RecvMsg(&ev)
-	}()
-	up.Stop()
-	select {
-	case err := <-ended:
-		if status.Code(err) != codes.Unavailable {
-			t.Errorf("the stream ended with %v, want Unavailable", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("the stream did not end when the runtime went away")
-	}
 
-	up = startUpstream()
-	defer up.Stop()
-	var lastErr error
-	for end := time.Now().Add(5 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
-		sctx, scancel := context.WithTimeout(ctx, time.Second)
-		_, lastErr = subscribe(sctx)
-		scancel()
-		if lastErr == nil {
-			return
+		up = startUpstream()
+		defer up.Stop()
+		var lastErr error
+		for end := time.Now().Add(5 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+			sctx, scancel := context.WithTimeout(ctx, time.Second)
+			_, lastErr = subscribe(sctx)
+			scancel()
+			if lastErr == nil {
+				return
+			}
+			if c := status.Code(lastErr); c != codes.Unavailable && !errors.Is(lastErr, context.DeadlineExceeded) && c != codes.DeadlineExceeded {
+				t.Fatalf("subscribing while the runtime comes back: %v", lastErr)
+			}
 		}
-		if c := status.Code(lastErr); c != codes.Unavailable && !errors.Is(lastErr, context.DeadlineExceeded) && c != codes.DeadlineExceeded {
-			t.Fatalf("subscribing while the runtime comes back: %v", lastErr)
-		}
-	}
-	t.Fatalf("no new subscription within 5s of the runtime coming back: %v", lastErr)
+		t.Fatalf("no new subscription within 5s of the runtime coming back: %v", lastErr)
+	})
 }

@@ -1,0 +1,667 @@
+package h2
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+)
+
+// rstream is one kubelet call, or one forward of an intercepted call.
+type rstream struct {
+	c        *conn
+	method   string
+	start    time.Time
+	k        *ostream // on the kubelet's side; nil for a forward
+	u        *ostream // on the runtime's side
+	up       *side
+	fields   []hpack.HeaderField // the request's headers
+	deadline time.Time
+
+	req  msgParser // kubelet reader only
+	resp msgParser // upstream reader only
+
+	// Under c.mu.
+	respHeaders bool // response HEADERS queued to the kubelet
+	done        bool // the call's end was queued to the kubelet
+	cancel      context.CancelFunc
+
+	ic      Interceptor
+	body    []byte
+	refused bool
+
+	sink *sink
+}
+
+// conn is one kubelet connection and its connections to the runtime.
+type conn struct {
+	s      *Server
+	nc     net.Conn
+	k      *side
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu       sync.Mutex
+	up       *side
+	ups      map[*side]bool
+	active   int
+	draining bool
+	closed   bool
+
+	dialMu   sync.Mutex
+	nextDial time.Time
+	backoff  time.Duration
+	lastErr  error
+}
+
+func (c *conn) serve() {
+	defer c.close()
+	defer func() {
+		if r := recover(); r != nil {
+			c.s.o.Logger.Error("panic on a kubelet connection", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+		}
+	}()
+	br := bufio.NewReaderSize(c.nc, 64<<10)
+	c.nc.SetReadDeadline(time.Now().Add(2 * time.Minute))
+	pre := make([]byte, len(http2.ClientPreface))
+	if _, err := io.ReadFull(br, pre); err != nil || string(pre) != http2.ClientPreface {
+		return
+	}
+	c.nc.SetReadDeadline(time.Time{})
+	c.k = newSide(c.nc, false)
+	c.k.greet()
+	go func() {
+		defer c.recoverClose()
+		c.k.writeLoop()
+		c.close()
+	}()
+	fr := http2.NewFramer(nil, br)
+	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	fr.MaxHeaderListSize = ourMaxHeaderList
+	fr.SetMaxReadFrameSize(ourMaxFrame)
+	first := true
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			var se http2.StreamError
+			if errors.As(err, &se) && !first {
+				if os := c.k.lookup(se.StreamID); os != nil {
+					c.kubeletReset(os)
+				}
+				id := se.StreamID
+				c.k.control(func(fr *http2.Framer) error { return fr.WriteRSTStream(id, se.Code) })
+				continue
+			}
+			var ce http2.ConnectionError
+			if errors.As(err, &ce) {
+				c.k.control(func(fr *http2.Framer) error { return fr.WriteGoAway(0, http2.ErrCode(ce), nil) })
+				c.k.finish()
+				time.Sleep(10 * time.Millisecond)
+			}
+			return
+		}
+		if first {
+			if sf, ok := f.(*http2.SettingsFrame); !ok || sf.IsAck() {
+				return
+			}
+			first = false
+		}
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if !f.IsAck() {
+				c.k.settings(f)
+			}
+		case *http2.PingFrame:
+			if !f.IsAck() {
+				d := f.Data
+				c.k.control(func(fr *http2.Framer) error { return fr.WritePing(true, d) })
+			}
+		case *http2.WindowUpdateFrame:
+			c.k.windowUpdate(f.StreamID, f.Increment)
+		case *http2.MetaHeadersFrame:
+			if !c.kubeletHeaders(f) {
+				return
+			}
+		case *http2.DataFrame:
+			c.kubeletData(f)
+		case *http2.RSTStreamFrame:
+			if os := c.k.lookup(f.StreamID); os != nil {
+				c.kubeletReset(os)
+			}
+		case *http2.PushPromiseFrame:
+			return
+		}
+	}
+}
+
+func (c *conn) recoverClose() {
+	if r := recover(); r != nil {
+		c.s.o.Logger.Error("panic on a connection", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+		c.close()
+	}
+}
+
+// close ends the kubelet connection and its runtime connections; the
+// runtime sees every call on them end.
+func (c *conn) close() {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.closed = true
+	ups := c.ups
+	c.ups = nil
+	c.up = nil
+	c.mu.Unlock()
+	c.cancel()
+	if c.k != nil {
+		c.k.close()
+	} else {
+		c.nc.Close()
+	}
+	for up := range ups {
+		up.close()
+	}
+	c.s.forget(c)
+}
+
+// drain refuses new calls and closes the connection once the calls in
+// flight are done.
+func (c *conn) drain() {
+	c.mu.Lock()
+	c.draining = true
+	idle := c.active == 0
+	c.mu.Unlock()
+	if c.k == nil {
+		c.close()
+		return
+	}
+	c.k.mu.Lock()
+	last := c.k.lastID
+	c.k.mu.Unlock()
+	c.k.control(func(fr *http2.Framer) error { return fr.WriteGoAway(last, http2.ErrCodeNo, nil) })
+	if idle {
+		c.k.finish()
+	}
+}
+
+func (c *conn) streamDone(rs *rstream, code codes.Code) {
+	if c.s.o.Observer != nil {
+		c.s.o.Observer(rs.method, code, time.Since(rs.start))
+	}
+	c.mu.Lock()
+	c.active--
+	idle := c.draining && c.active == 0
+	c.mu.Unlock()
+	if idle {
+		c.k.finish()
+	}
+}
+
+// kubeletHeaders handles HEADERS from the kubelet; false closes the
+// connection.
+func (c *conn) kubeletHeaders(f *http2.MetaHeadersFrame) bool {
+	id := f.StreamID
+	end := f.StreamEnded()
+	if os := c.k.lookup(id); os != nil {
+		// Trailers from the client: gRPC sends none, but relay them.
+		rs := os.rs
+		if rs.u != nil && rs.ic == nil {
+			rs.up.push(rs.u, item{kind: kHeaders, fields: f.Fields, end: end})
+		}
+		if end {
+			c.k.recvEnded(os)
+			if rs.ic != nil && !rs.refused {
+				c.startIntercept(rs)
+			}
+		}
+		return true
+	}
+	c.k.mu.Lock()
+	if id%2 == 0 || id <= c.k.lastID {
+		c.k.mu.Unlock()
+		return id%2 == 1 // a closed stream: ignore; an even id: protocol error
+	}
+	c.k.lastID = id
+	c.k.mu.Unlock()
+	if f.Truncated {
+		c.k.control(func(fr *http2.Framer) error { return fr.WriteRSTStream(id, http2.ErrCodeRefusedStream) })
+		return true
+	}
+	c.mu.Lock()
+	if c.draining || c.closed {
+		c.mu.Unlock()
+		c.k.control(func(fr *http2.Framer) error { return fr.WriteRSTStream(id, http2.ErrCodeRefusedStream) })
+		return true
+	}
+	c.active++
+	c.mu.Unlock()
+
+	rs := &rstream{c: c, method: f.PseudoValue("path"), start: time.Now(), fields: f.Fields}
+	for _, hf := range f.Fields {
+		if hf.Name == "grpc-timeout" {
+			if d, ok := parseTimeout(hf.Value); ok {
+				rs.deadline = rs.start.Add(d)
+			}
+		}
+	}
+	rs.k = &ostream{rs: rs}
+	c.k.mu.Lock()
+	c.k.registerLocked(rs.k, id)
+	c.k.mu.Unlock()
+	if end {
+		c.k.recvEnded(rs.k)
+	}
+	if ic := c.s.interceptors[rs.method]; ic != nil {
+		rs.ic = ic
+		if end {
+			c.startIntercept(rs)
+		}
+		return true
+	}
+	up, err := c.upstream()
+	if err != nil {
+		c.finish(rs, c.s.unavailable(err), nil)
+		return true
+	}
+	rs.up = up
+	rs.u = &ostream{rs: rs}
+	if !up.push(rs.u, item{kind: kHeaders, fields: f.Fields, end: end}) {
+		c.finish(rs, c.s.unavailable(errors.New("connection closed")), nil)
+	}
+	return true
+}
+
+func (c *conn) kubeletData(f *http2.DataFrame) {
+	data := f.Data()
+	n := int(f.Length)
+	end := f.StreamEnded()
+	os := c.k.lookup(f.StreamID)
+	if os == nil || os.recvEnd {
+		c.k.credit(nil, n)
+		return
+	}
+	rs := os.rs
+	max := c.s.o.MaxMsgSize
+	if rs.ic != nil {
+		c.k.credit(os, n)
+		if rs.refused {
+			if end {
+				c.k.recvEnded(os)
+			}
+			return
+		}
+		if off, size := rs.req.feed(data, max); off >= 0 {
+			rs.refused = true
+			c.finish(rs, tooLarge(size, max), nil)
+			return
+		}
+		rs.body = append(rs.body, data...)
+		if end {
+			c.k.recvEnded(os)
+			c.startIntercept(rs)
+		}
+		return
+	}
+	c.mu.Lock()
+	done := rs.done
+	c.mu.Unlock()
+	if done || rs.u == nil {
+		c.k.credit(os, n)
+		if end {
+			c.k.recvEnded(os)
+		}
+		return
+	}
+	if off, size := rs.req.feed(data, max); off >= 0 {
+		c.k.credit(os, n)
+		rs.up.reset(rs.u, http2.ErrCodeCancel)
+		c.finish(rs, tooLarge(size, max), nil)
+		return
+	}
+	buf := make([]byte, len(data))
+	copy(buf, data)
+	c.k.credit(os, n-len(data))
+	rs.up.push(rs.u, item{kind: kData, data: buf, end: end, src: c.k, srcOS: os})
+	if end {
+		c.k.recvEnded(os)
+	}
+}
+
+func tooLarge(size uint64, max int) *status.Status {
+	return status.Newf(codes.ResourceExhausted, "grpc: received message larger than max (%d vs. %d)", size, max)
+}
+
+// kubeletReset handles RST_STREAM from the kubelet: the call is cancelled
+// upstream.
+func (c *conn) kubeletReset(os *ostream) {
+	c.k.abandon(os)
+	rs := os.rs
+	c.mu.Lock()
+	done := rs.done
+	rs.done = true
+	cancel := rs.cancel
+	c.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+	if rs.u != nil {
+		rs.up.reset(rs.u, http2.ErrCodeCancel)
+	}
+	if !done {
+		c.streamDone(rs, codes.Canceled)
+	}
+}
+
+// finish ends a call toward the kubelet with st, unless it has ended.
+func (c *conn) finish(rs *rstream, st *status.Status, md metadata.MD) {
+	c.mu.Lock()
+	if rs.done {
+		c.mu.Unlock()
+		return
+	}
+	rs.done = true
+	hdr := rs.respHeaders
+	rs.respHeaders = true
+	c.mu.Unlock()
+	if hdr {
+		c.k.push(rs.k, item{kind: kHeaders, fields: appendMD(statusFields(st), md), end: true})
+	} else {
+		c.k.push(rs.k, item{kind: kHeaders, fields: trailersOnly(st, md), end: true})
+	}
+	if rs.u != nil {
+		rs.up.reset(rs.u, http2.ErrCodeCancel)
+	}
+	c.streamDone(rs, st.Code())
+}
+
+// upstream returns the connection to the runtime, dialling it if needed.
+func (c *conn) upstream() (*side, error) {
+	c.mu.Lock()
+	up := c.up
+	c.mu.Unlock()
+	if up != nil {
+		return up, nil
+	}
+	c.dialMu.Lock()
+	defer c.dialMu.Unlock()
+	c.mu.Lock()
+	up = c.up
+	c.mu.Unlock()
+	if up != nil {
+		return up, nil
+	}
+	if time.Now().Before(c.nextDial) {
+		return nil, c.lastErr
+	}
+	ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
+	nc, err := c.s.dial(ctx)
+	cancel()
+	if err != nil {
+		c.lastErr = err
+		if c.backoff == 0 {
+			c.backoff = 50 * time.Millisecond
+		} else if c.backoff = c.backoff * 8 / 5; c.backoff > c.s.o.BackoffMax {
+			c.backoff = c.s.o.BackoffMax
+		}
+		c.nextDial = time.Now().Add(c.backoff)
+		return nil, err
+	}
+	c.backoff = 0
+	up = newSide(nc, true)
+	up.bw.WriteString(http2.ClientPreface)
+	up.greet()
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		nc.Close()
+		return nil, errors.New("connection closed")
+	}
+	c.up = up
+	c.ups[up] = true
+	c.mu.Unlock()
+	go func() {
+		defer c.recoverClose()
+		up.writeLoop()
+	}()
+	go c.readUpstream(up)
+	return up, nil
+}
+
+func (c *conn) readUpstream(up *side) {
+	why := "connection closed"
+	defer func() {
+		if r := recover(); r != nil {
+			c.s.o.Logger.Error("panic on a runtime connection", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			why = fmt.Sprint("internal error: ", r)
+		}
+		c.upstreamClosed(up, why)
+	}()
+	fr := http2.NewFramer(nil, bufio.NewReaderSize(up.nc, 64<<10))
+	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	fr.MaxHeaderListSize = ourMaxHeaderList
+	fr.SetMaxReadFrameSize(ourMaxFrame)
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			var se http2.StreamError
+			if errors.As(err, &se) {
+				if os := up.lookup(se.StreamID); os != nil {
+					c.upstreamReset(up, os, se.Code)
+				}
+				id := se.StreamID
+				up.control(func(fr *http2.Framer) error { return fr.WriteRSTStream(id, se.Code) })
+				continue
+			}
+			if err != io.EOF {
+				why = err.Error()
+			}
+			return
+		}
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if !f.IsAck() {
+				up.settings(f)
+			}
+		case *http2.PingFrame:
+			if !f.IsAck() {
+				d := f.Data
+				up.control(func(fr *http2.Framer) error { return fr.WritePing(true, d) })
+			}
+		case *http2.WindowUpdateFrame:
+			up.windowUpdate(f.StreamID, f.Increment)
+		case *http2.GoAwayFrame:
+			c.upstreamGoAway(up, f.LastStreamID)
+		case *http2.MetaHeadersFrame:
+			os := up.lookup(f.StreamID)
+			if os == nil {
+				continue
+			}
+			rs := os.rs
+			if f.StreamEnded() {
+				up.recvEnded(os)
+			}
+			if rs.sink != nil {
+				if rs.sink.headers(f.Fields, f.StreamEnded()) {
+					up.reset(os, http2.ErrCodeCancel)
+				}
+				continue
+			}
+			c.upstreamHeaders(rs, f)
+		case *http2.DataFrame:
+			n := int(f.Length)
+			os := up.lookup(f.StreamID)
+			if os == nil {
+				up.credit(nil, n)
+				continue
+			}
+			rs := os.rs
+			if rs.sink != nil {
+				up.credit(os, n)
+				if f.StreamEnded() {
+					up.recvEnded(os)
+				}
+				if rs.sink.data(f.Data(), f.StreamEnded()) {
+					up.reset(os, http2.ErrCodeCancel)
+				}
+				continue
+			}
+			c.upstreamData(up, rs, os, f)
+		case *http2.RSTStreamFrame:
+			if os := up.lookup(f.StreamID); os != nil {
+				c.upstreamReset(up, os, f.ErrCode)
+			}
+		}
+	}
+}
+
+func (c *conn) upstreamHeaders(rs *rstream, f *http2.MetaHeadersFrame) {
+	end := f.StreamEnded()
+	c.mu.Lock()
+	if rs.done {
+		c.mu.Unlock()
+		return
+	}
+	rs.respHeaders = true
+	if end {
+		rs.done = true
+	}
+	c.mu.Unlock()
+	c.k.push(rs.k, item{kind: kHeaders, fields: f.Fields, end: end})
+	if end {
+		rs.up.abandon(rs.u)
+		code := codes.Unknown
+		if st, ok := statusOf(f.Fields); ok {
+			code = st.Code()
+		}
+		c.streamDone(rs, code)
+	}
+}
+
+func (c *conn) upstreamData(up *side, rs *rstream, os *ostream, f *http2.DataFrame) {
+	data := f.Data()
+	n := int(f.Length)
+	end := f.StreamEnded()
+	c.mu.Lock()
+	done := rs.done
+	if end && !done {
+		rs.done = true
+	}
+	c.mu.Unlock()
+	if done {
+		up.credit(os, n)
+		return
+	}
+	max := c.s.o.MaxMsgSize
+	if off, size := rs.resp.feed(data, max); off >= 0 {
+		up.credit(os, n)
+		if off > 0 {
+			c.k.push(rs.k, item{kind: kData, data: append([]byte(nil), data[:off]...)})
+		}
+		if end {
+			c.mu.Lock()
+			rs.done = false
+			c.mu.Unlock()
+		}
+		c.finish(rs, tooLarge(size, max), nil)
+		return
+	}
+	buf := make([]byte, len(data))
+	copy(buf, data)
+	up.credit(os, n-len(data))
+	c.k.push(rs.k, item{kind: kData, data: buf, end: end, src: up, srcOS: os})
+	if end {
+		// No trailers: the kubelet's client reports the error.
+		up.abandon(os)
+		c.streamDone(rs, codes.Internal)
+	}
+}
+
+// upstreamReset handles RST_STREAM from the runtime.
+func (c *conn) upstreamReset(up *side, os *ostream, code http2.ErrCode) {
+	up.abandon(os)
+	rs := os.rs
+	if rs.sink != nil {
+		rs.sink.fail(status.Newf(rstCode(code), "cri-guard: the runtime reset the stream: %v", code))
+		return
+	}
+	// As a gRPC server would: the kubelet gets a status, not a reset. A
+	// runtime resets a call whose deadline passed.
+	st := status.Newf(rstCode(code), "cri-guard: the runtime reset the stream: %v", code)
+	if !rs.deadline.IsZero() && code == http2.ErrCodeCancel && !time.Now().Add(20*time.Millisecond).Before(rs.deadline) {
+		st = status.New(codes.DeadlineExceeded, context.DeadlineExceeded.Error())
+	}
+	c.finish(rs, st, nil)
+}
+
+// upstreamLost fails a call whose runtime connection is gone.
+func (c *conn) upstreamLost(rs *rstream, why string) {
+	st := c.s.unavailable(errors.New(why))
+	if rs.sink != nil {
+		rs.sink.fail(st)
+		return
+	}
+	if rs.k != nil {
+		c.finish(rs, st, nil)
+	}
+}
+
+func (c *conn) upstreamGoAway(up *side, last uint32) {
+	c.mu.Lock()
+	if c.up == up {
+		c.up = nil
+	}
+	c.mu.Unlock()
+	up.mu.Lock()
+	up.goaway = true
+	var lost []*rstream
+	for id, os := range up.streams {
+		if id > last {
+			lost = append(lost, os.rs)
+		}
+	}
+	up.mu.Unlock()
+	for _, rs := range lost {
+		up.abandon(rs.u)
+		c.upstreamLost(rs, "the runtime refused the call (GOAWAY)")
+	}
+}
+
+func (c *conn) upstreamClosed(up *side, why string) {
+	c.mu.Lock()
+	if c.up == up {
+		c.up = nil
+	}
+	delete(c.ups, up)
+	c.mu.Unlock()
+	up.close()
+	up.mu.Lock()
+	var lost []*rstream
+	seen := map[*ostream]bool{}
+	for _, os := range up.streams {
+		seen[os] = true
+		lost = append(lost, os.rs)
+	}
+	for _, os := range up.ready {
+		if !seen[os] {
+			lost = append(lost, os.rs)
+		}
+	}
+	up.mu.Unlock()
+	for _, rs := range lost {
+		up.abandon(rs.u)
+		c.upstreamLost(rs, why)
+	}
+}

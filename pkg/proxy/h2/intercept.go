@@ -1,0 +1,256 @@
+package h2
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+)
+
+// Forward sends an encoded request to the runtime and returns the encoded
+// reply. It is the same type as proxy.Forward.
+type Forward = func(ctx context.Context, req []byte) ([]byte, error)
+
+// Interceptor handles the calls of one unary method; proxy.Interceptor
+// values satisfy it.
+type Interceptor interface {
+	Method() string
+	Intercept(ctx context.Context, req []byte, forward Forward) ([]byte, error)
+}
+
+// startIntercept runs the Interceptor for a call whose request is complete.
+func (c *conn) startIntercept(rs *rstream) {
+	ctx, cancel := context.WithCancel(c.ctx)
+	for _, f := range rs.fields {
+		if f.Name == "grpc-timeout" {
+			if d, ok := parseTimeout(f.Value); ok {
+				var cancel2 context.CancelFunc
+				ctx, cancel2 = context.WithTimeout(ctx, d)
+				prev := cancel
+				cancel = func() { cancel2(); prev() }
+			}
+		}
+	}
+	c.mu.Lock()
+	if rs.done {
+		c.mu.Unlock()
+		cancel()
+		return
+	}
+	rs.cancel = cancel
+	c.mu.Unlock()
+	ctx = metadata.NewIncomingContext(ctx, metadataOf(rs.fields))
+	go func() {
+		defer cancel()
+		var (
+			out      []byte
+			err      error
+			hdr, tlr metadata.MD
+		)
+		func() {
+			defer func() {
+				if r := recover(); r != nil {
+					c.s.o.Logger.Error("panic in call", "method", rs.method, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+					err = status.Errorf(codes.Internal, "cri-guard: internal error in %s: %v", rs.method, r)
+				}
+			}()
+			msg, st := unframe(rs.body, "request")
+			rs.body = nil
+			if st != nil {
+				err = st.Err()
+				return
+			}
+			forward := func(ctx context.Context, body []byte) ([]byte, error) {
+				return c.forward(ctx, rs, body, &hdr, &tlr)
+			}
+			out, err = rs.ic.Intercept(ctx, msg, forward)
+		}()
+		c.reply(rs, out, err, hdr, tlr)
+	}()
+}
+
+// unframe returns the single, uncompressed message of a gRPC body.
+func unframe(b []byte, what string) ([]byte, *status.Status) {
+	if len(b) < 5 {
+		return nil, status.Newf(codes.Internal, "cri-guard: no %s message", what)
+	}
+	if b[0] != 0 {
+		return nil, status.Newf(codes.Unimplemented, "cri-guard: compressed %s messages are not supported", what)
+	}
+	n := binary.BigEndian.Uint32(b[1:5])
+	if uint64(len(b)-5) != uint64(n) {
+		return nil, status.Newf(codes.Internal, "cri-guard: malformed or more than one %s message", what)
+	}
+	return b[5:], nil
+}
+
+func toStatus(err error) *status.Status {
+	if st, ok := status.FromError(err); ok {
+		return st
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return status.FromContextError(err)
+	}
+	return status.New(codes.Unknown, err.Error())
+}
+
+// reply sends an intercepted call's result to the kubelet.
+func (c *conn) reply(rs *rstream, out []byte, err error, hdr, tlr metadata.MD) {
+	if err == nil && len(out) > c.s.o.MaxMsgSize {
+		err = tooLarge(uint64(len(out)), c.s.o.MaxMsgSize).Err()
+	}
+	if err != nil {
+		st := toStatus(err)
+		if len(hdr) > 0 {
+			c.mu.Lock()
+			if rs.done {
+				c.mu.Unlock()
+				return
+			}
+			rs.respHeaders = true
+			c.mu.Unlock()
+			c.k.push(rs.k, item{kind: kHeaders, fields: appendMD([]hpack.HeaderField{{Name: ":status", Value: "200"}, {Name: "content-type", Value: "application/grpc"}}, hdr)})
+		}
+		c.finish(rs, st, tlr)
+		return
+	}
+	c.mu.Lock()
+	if rs.done {
+		c.mu.Unlock()
+		return
+	}
+	rs.done = true
+	rs.respHeaders = true
+	c.mu.Unlock()
+	body := make([]byte, 5+len(out))
+	binary.BigEndian.PutUint32(body[1:5], uint32(len(out)))
+	copy(body[5:], out)
+	c.k.push(rs.k,
+		item{kind: kHeaders, fields: appendMD([]hpack.HeaderField{{Name: ":status", Value: "200"}, {Name: "content-type", Value: "application/grpc"}}, hdr)},
+		item{kind: kData, data: body},
+		item{kind: kHeaders, fields: appendMD([]hpack.HeaderField{{Name: "grpc-status", Value: "0"}}, tlr), end: true})
+	c.streamDone(rs, codes.OK)
+}
+
+// forward sends one request of an intercepted call to the runtime on a new
+// stream and collects the reply.
+func (c *conn) forward(ctx context.Context, rs *rstream, body []byte, hdr, tlr *metadata.MD) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, status.FromContextError(err).Err()
+	}
+	if len(body) > c.s.o.MaxMsgSize {
+		return nil, status.Errorf(codes.ResourceExhausted, "grpc: trying to send message larger than max (%d vs. %d)", len(body), c.s.o.MaxMsgSize)
+	}
+	up, err := c.upstream()
+	if err != nil {
+		return nil, c.s.unavailable(err).Err()
+	}
+	fs := &rstream{c: c, method: rs.method, up: up, sink: newSink(c.s.o.MaxMsgSize)}
+	fs.u = &ostream{rs: fs}
+	fields := make([]hpack.HeaderField, 0, len(rs.fields)+1)
+	for _, f := range rs.fields {
+		if f.Name != "grpc-timeout" {
+			fields = append(fields, f)
+		}
+	}
+	if d, ok := ctx.Deadline(); ok {
+		fields = append(fields, hpack.HeaderField{Name: "grpc-timeout", Value: encodeTimeout(time.Until(d))})
+	}
+	frame := make([]byte, 5+len(body))
+	binary.BigEndian.PutUint32(frame[1:5], uint32(len(body)))
+	copy(frame[5:], body)
+	if !up.push(fs.u, item{kind: kHeaders, fields: fields}, item{kind: kData, data: frame, end: true}) {
+		return nil, c.s.unavailable(errors.New("connection closed")).Err()
+	}
+	select {
+	case <-fs.sink.done:
+	case <-ctx.Done():
+		up.reset(fs.u, http2.ErrCodeCancel)
+		return nil, status.FromContextError(ctx.Err()).Err()
+	}
+	*hdr, *tlr = fs.sink.hdr, fs.sink.tlr
+	if fs.sink.st.Code() != codes.OK {
+		return nil, fs.sink.st.Err()
+	}
+	return fs.sink.msg, nil
+}
+
+// sink collects the reply of a forward.
+type sink struct {
+	max      int
+	done     chan struct{}
+	mu       sync.Mutex
+	finished bool
+	gotHdr   bool
+	buf      []byte
+	parse    msgParser
+	hdr, tlr metadata.MD
+	st       *status.Status
+	msg      []byte
+}
+
+func newSink(max int) *sink { return &sink{max: max, done: make(chan struct{})} }
+
+func (s *sink) end(st *status.Status) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.finished {
+		return
+	}
+	s.finished = true
+	s.st = st
+	if st.Code() == codes.OK {
+		msg, bad := unframe(s.buf, "reply")
+		if bad != nil {
+			s.st = bad
+		}
+		s.msg = msg
+	}
+	close(s.done)
+}
+
+func (s *sink) fail(st *status.Status) { s.end(st) }
+
+// headers takes a header block; true means the stream should be reset.
+func (s *sink) headers(fields []hpack.HeaderField, end bool) bool {
+	if !s.gotHdr {
+		s.gotHdr = true
+		if !end {
+			s.hdr = metadataOf(fields)
+			return false
+		}
+	}
+	if !end {
+		s.end(status.New(codes.Internal, "cri-guard: the runtime sent headers twice"))
+		return true
+	}
+	s.tlr = metadataOf(fields)
+	st, ok := statusOf(fields)
+	if !ok {
+		st = status.New(codes.Internal, "cri-guard: the runtime's reply has no grpc-status")
+	}
+	s.end(st)
+	return false
+}
+
+// data takes a DATA payload; true means the stream should be reset.
+func (s *sink) data(p []byte, end bool) bool {
+	if off, size := s.parse.feed(p, s.max); off >= 0 {
+		s.end(tooLarge(size, s.max))
+		return true
+	}
+	s.buf = append(s.buf, p...)
+	if end {
+		s.end(status.New(codes.Internal, "cri-guard: the runtime ended the stream without trailers"))
+	}
+	return false
+}

@@ -1,0 +1,270 @@
+package h2
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// ErrServerClosed is returned by Serve after Shutdown or Close.
+var ErrServerClosed = errors.New("cri-guard: server closed")
+
+// Options configure a Server; package proxy fills them from its own
+// options.
+type Options struct {
+	MaxMsgSize   int
+	Interceptors []Interceptor
+	Logger       *slog.Logger
+	Observer     func(method string, code codes.Code, elapsed time.Duration)
+	BackoffMax   time.Duration
+	Dialer       func(ctx context.Context, addr string) (net.Conn, error)
+}
+
+// Server relays CRI calls at the HTTP/2 frame level.
+type Server struct {
+	upstream     string
+	o            Options
+	interceptors map[string]Interceptor
+	gconn        *grpc.ClientConn
+
+	mu        sync.Mutex
+	closed    bool
+	listeners map[net.Listener]bool
+	conns     map[*conn]bool
+	idle      chan struct{} // closed when conns empties during Shutdown
+}
+
+// New returns a Server that forwards to upstream, a target such as
+// "unix:///run/containerd/containerd.sock". It does not connect yet.
+func New(upstream string, o Options) (*Server, error) {
+	if o.MaxMsgSize == 0 {
+		o.MaxMsgSize = 16 << 20
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if o.BackoffMax == 0 {
+		o.BackoffMax = time.Second
+	}
+	s := &Server{upstream: upstream, o: o, interceptors: map[string]Interceptor{},
+		listeners: map[net.Listener]bool{}, conns: map[*conn]bool{}}
+	for _, ic := range o.Interceptors {
+		if _, dup := s.interceptors[ic.Method()]; dup {
+			return nil, fmt.Errorf("two interceptors for %s", ic.Method())
+		}
+		s.interceptors[ic.Method()] = ic
+	}
+	if o.Dialer == nil {
+		if _, err := unixPath(upstream); err != nil {
+			return nil, err
+		}
+	}
+	dopts := []grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: o.BackoffMax},
+			MinConnectTimeout: 5 * time.Second,
+		}),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(o.MaxMsgSize), grpc.MaxCallSendMsgSize(o.MaxMsgSize)),
+	}
+	if o.Dialer != nil {
+		dopts = append(dopts, grpc.WithContextDialer(o.Dialer))
+	}
+	gc, err := grpc.NewClient(upstream, dopts...)
+	if err != nil {
+		return nil, fmt.Errorf("upstream %q: %w", upstream, err)
+	}
+	s.gconn = gc
+	return s, nil
+}
+
+func unixPath(target string) (string, error) {
+	switch {
+	case strings.HasPrefix(target, "unix://"):
+		return strings.TrimPrefix(target, "unix://"), nil
+	case strings.HasPrefix(target, "unix:"):
+		return strings.TrimPrefix(target, "unix:"), nil
+	case strings.HasPrefix(target, "/"):
+		return target, nil
+	}
+	return "", fmt.Errorf("upstream %q: the frames core reaches unix sockets only", target)
+}
+
+func (s *Server) dial(ctx context.Context) (net.Conn, error) {
+	if s.o.Dialer != nil {
+		return s.o.Dialer(ctx, s.upstream)
+	}
+	p, err := unixPath(s.upstream)
+	if err != nil {
+		return nil, err
+	}
+	var d net.Dialer
+	return d.DialContext(ctx, "unix", p)
+}
+
+// unavailable is the status of a call that could not reach the runtime.
+func (s *Server) unavailable(err error) *status.Status {
+	return status.Newf(codes.Unavailable, "cri-guard: runtime %s is unavailable: %v", s.upstream, err)
+}
+
+// Serve accepts connections on l until Shutdown or Close. It always returns
+// a non-nil error: ErrServerClosed after a stop.
+func (s *Server) Serve(l net.Listener) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		l.Close()
+		return ErrServerClosed
+	}
+	s.listeners[l] = true
+	s.mu.Unlock()
+	s.gconn.Connect()
+	var delay time.Duration
+	for {
+		nc, err := l.Accept()
+		if err != nil {
+			if s.isClosed() {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				if delay == 0 {
+					delay = 5 * time.Millisecond
+				} else if delay *= 2; delay > time.Second {
+					delay = time.Second
+				}
+				time.Sleep(delay)
+				continue
+			}
+			s.mu.Lock()
+			delete(s.listeners, l)
+			s.mu.Unlock()
+			return err
+		}
+		delay = 0
+		ctx, cancel := context.WithCancel(context.Background())
+		c := &conn{s: s, nc: nc, ctx: ctx, cancel: cancel, ups: map[*side]bool{}}
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			nc.Close()
+			cancel()
+			return ErrServerClosed
+		}
+		s.conns[c] = true
+		s.mu.Unlock()
+		go c.serve()
+	}
+}
+
+func (s *Server) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+func (s *Server) forget(c *conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	if len(s.conns) == 0 && s.idle != nil {
+		close(s.idle)
+		s.idle = nil
+	}
+	s.mu.Unlock()
+}
+
+// stop closes the listeners and returns the open connections.
+func (s *Server) stop() (conns []*conn, first bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	first = !s.closed
+	s.closed = true
+	for l := range s.listeners {
+		l.Close()
+	}
+	s.listeners = map[net.Listener]bool{}
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	return conns, first
+}
+
+// Shutdown stops accepting calls and waits for the calls in flight. When ctx
+// ends first, the remaining calls are cancelled and ctx's error is returned.
+func (s *Server) Shutdown(ctx context.Context) error {
+	conns, _ := s.stop()
+	s.mu.Lock()
+	idle := make(chan struct{})
+	if len(s.conns) == 0 {
+		close(idle)
+	} else {
+		s.idle = idle
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.drain()
+	}
+	var err error
+	select {
+	case <-idle:
+	case <-ctx.Done():
+		err = ctx.Err()
+		cs, _ := s.stop()
+		for _, c := range cs {
+			c.close()
+		}
+	}
+	return errors.Join(err, s.gconn.Close())
+}
+
+// Close stops at once: listeners close and calls in flight are cancelled.
+func (s *Server) Close() error {
+	conns, first := s.stop()
+	for _, c := range conns {
+		c.close()
+	}
+	if !first {
+		return nil
+	}
+	return s.gconn.Close()
+}
+
+// Upstream is the runtime's target, as given to New.
+func (s *Server) Upstream() string { return s.upstream }
+
+// Conn is a connection to the runtime for cri-guard's own calls. It
+// encodes proto messages.
+func (s *Server) Conn() grpc.ClientConnInterface { return s.gconn }
+
+// UpstreamState is the state of Conn.
+func (s *Server) UpstreamState() connectivity.State { return s.gconn.GetState() }
+
+// CheckUpstream asks the runtime for its Version.
+func (s *Server) CheckUpstream(ctx context.Context) (*runtimeapi.VersionResponse, error) {
+	resp, err := runtimeapi.NewRuntimeServiceClient(s.gconn).Version(ctx, &runtimeapi.VersionRequest{})
+	if err != nil {
+		st, ok := status.FromError(err)
+		if !ok {
+			return nil, status.FromContextError(err).Err()
+		}
+		if st.Code() == codes.Unavailable && s.gconn.GetState() != connectivity.Ready && !strings.HasPrefix(st.Message(), "cri-guard:") {
+			return nil, status.Errorf(codes.Unavailable, "cri-guard: runtime %s is unavailable: %s", s.upstream, st.Message())
+		}
+		return nil, err
+	}
+	return resp, nil
+}
