@@ -40,6 +40,7 @@ func newConfigFlags(name string) *configFlags {
 	str(&c.set.SocketMode, "socket-mode", "octal mode of the socket (default "+d.SocketMode+")")
 	str(&c.set.SocketGroup, "socket-group", "group of the socket, a name or a gid (default: root's)")
 	str(&c.set.MaxMessageSize, "max-message-size", "largest message relayed either way (default "+d.MaxMessageSize+")")
+	str(&c.set.Forwarding, "forwarding", "forwarding core: grpc or frames (HTTP/2 frame level) (default "+d.Forwarding+")")
 	str(&c.set.ShutdownTimeout, "shutdown-timeout", "how long a graceful stop waits for calls (default "+d.ShutdownTimeout+")")
 	str(&c.set.LogFormat, "log-format", "text or json (default "+d.LogFormat+")")
 	str(&c.set.LogLevel, "log-level", "debug, info, warn or error (default "+d.LogLevel+")")

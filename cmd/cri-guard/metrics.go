@@ -43,7 +43,7 @@ type runtimeInfo struct {
 // startMetrics serves /metrics, /healthz, /readyz and /status on
 // cfg.MetricsListen, if set, until the returned stop is called. It also
 // keeps the upstream state gauge current until ctx ends.
-func startMetrics(ctx context.Context, cfg *config.Config, p *proxy.Server, current *atomic.Pointer[config.Config], log *slog.Logger) (stop func(), err error) {
+func startMetrics(ctx context.Context, cfg *config.Config, p proxy.Core, current *atomic.Pointer[config.Config], log *slog.Logger) (stop func(), err error) {
 	metrics.SetBuildInfo(version, buildCommit(), criAPIVersion(), runtime.Version())
 	wctx, cancelWatch := context.WithCancel(ctx)
 	conn, ok := p.Conn().(metrics.Conn)

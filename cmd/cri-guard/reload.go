@@ -56,6 +56,7 @@ func (r *reloader) reload(why string) {
 		{"socketMode", cfg.SocketMode != old.SocketMode},
 		{"socketGroup", cfg.SocketGID != old.SocketGID},
 		{"maxMessageSize", cfg.MaxMessageSize != old.MaxMessageSize},
+		{"forwarding", cfg.Forwarding != old.Forwarding},
 		{"metricsListen", cfg.MetricsListen != old.MetricsListen},
 		{"logFormat", cfg.LogFormat != old.LogFormat},
 		{"cgroupRoot", cfg.CgroupRoot != old.CgroupRoot},

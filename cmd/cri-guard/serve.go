@@ -49,7 +49,7 @@ func serve(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	p, err := proxy.New(cfg.Upstream,
+	p, err := proxy.NewCore(cfg.Forwarding, cfg.Upstream,
 		proxy.WithMaxMsgSize(cfg.MaxMessageSize),
 		proxy.WithInterceptors(g.Interceptors()...),
 		proxy.WithLogger(log),
@@ -86,7 +86,7 @@ func serve(ctx context.Context, args []string) error {
 		log.Info("runtime answers", "upstream", cfg.Upstream, "runtime", v.GetRuntimeName(), "version", v.GetRuntimeVersion())
 	}
 	cancel()
-	log.Info("cri-guard serving", "listen", cfg.Listen, "socket-activated", activated, "version", version,
+	log.Info("cri-guard serving", "listen", cfg.Listen, "socket-activated", activated, "version", version, "forwarding", cfg.Forwarding,
 		"mode", string(cfg.Policy.Mode), "sandbox-min-memory", cfg.Policy.Floors.Sandbox,
 		"container-min-memory", cfg.Policy.Floors.Container, "config-digest", cfg.Digest)
 	if _, err := daemon.SdNotify(false, daemon.SdNotifyReady); err != nil {

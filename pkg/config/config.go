@@ -28,6 +28,7 @@ type File struct {
 	SocketMode              string                   `json:"socketMode,omitempty"`
 	SocketGroup             string                   `json:"socketGroup,omitempty"`
 	MaxMessageSize          string                   `json:"maxMessageSize,omitempty"`
+	Forwarding              string                   `json:"forwarding,omitempty"`
 	ShutdownTimeout         string                   `json:"shutdownTimeout,omitempty"`
 	LogFormat               string                   `json:"logFormat,omitempty"`
 	LogLevel                string                   `json:"logLevel,omitempty"`
@@ -60,6 +61,7 @@ var Defaults = File{
 	Upstream:           "unix:///run/containerd/containerd.sock",
 	SocketMode:         "0660",
 	MaxMessageSize:     "16Mi",
+	Forwarding:         proxy.ForwardingGRPC,
 	ShutdownTimeout:    "10s",
 	LogFormat:          "text",
 	LogLevel:           "info",
@@ -71,11 +73,14 @@ var Defaults = File{
 
 // Config is a validated configuration.
 type Config struct {
-	Listen                  string
-	Upstream                string
-	SocketMode              os.FileMode
-	SocketGID               int // -1: leave the group alone
-	MaxMessageSize          int
+	Listen         string
+	Upstream       string
+	SocketMode     os.FileMode
+	SocketGID      int // -1: leave the group alone
+	MaxMessageSize int
+	// Forwarding is the forwarding core: proxy.ForwardingGRPC or
+	// proxy.ForwardingFrames.
+	Forwarding              string
 	ShutdownTimeout         time.Duration
 	LogFormat               string
 	LogLevel                string
@@ -120,6 +125,7 @@ func (f File) Merge(over File) File {
 	str(&f.SocketMode, over.SocketMode)
 	str(&f.SocketGroup, over.SocketGroup)
 	str(&f.MaxMessageSize, over.MaxMessageSize)
+	str(&f.Forwarding, over.Forwarding)
 	str(&f.ShutdownTimeout, over.ShutdownTimeout)
 	str(&f.LogFormat, over.LogFormat)
 	str(&f.LogLevel, over.LogLevel)
@@ -150,6 +156,7 @@ func Resolve(f File) (*Config, error) {
 	c := &Config{
 		Listen:                  f.Listen,
 		Upstream:                f.Upstream,
+		Forwarding:              f.Forwarding,
 		LogFormat:               f.LogFormat,
 		LogLevel:                f.LogLevel,
 		MetricsListen:           f.MetricsListen,
@@ -190,6 +197,9 @@ func Resolve(f File) (*Config, error) {
 		bad("maxMessageSize", f.MaxMessageSize, "must be between 4Mi and 1Gi")
 	} else {
 		c.MaxMessageSize = int(n)
+	}
+	if f.Forwarding != proxy.ForwardingGRPC && f.Forwarding != proxy.ForwardingFrames {
+		bad("forwarding", f.Forwarding, "must be grpc or frames")
 	}
 	if d, err := time.ParseDuration(f.ShutdownTimeout); err != nil || d <= 0 {
 		bad("shutdownTimeout", f.ShutdownTimeout, "must be a positive duration such as 10s")
