@@ -29,7 +29,7 @@ import (
 	remote "k8s.io/cri-client/pkg"
 )
 
-var relayKinds = []string{"splice", "naive", "cri-guard"}
+var relayKinds = []string{"splice", "naive", "cri-guard", "cri-guard-frames"}
 
 // binary is the cri-guard binary to measure too, if any.
 var binary string

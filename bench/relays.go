@@ -59,7 +59,9 @@ func runChild(kind, listen, upstream, ctl, cgroupRoot string) error {
 	case "naive":
 		return serveNaive(l, upstream)
 	case "cri-guard":
-		return serveGuard(l, upstream, cgroupRoot)
+		return serveGuard(l, upstream, cgroupRoot, proxy.ForwardingGRPC)
+	case "cri-guard-frames":
+		return serveGuard(l, upstream, cgroupRoot, proxy.ForwardingFrames)
 	}
 	return fmt.Errorf("unknown relay %q", kind)
 }
@@ -245,7 +247,7 @@ func serveNaive(l net.Listener, upstream string) error {
 
 // serveGuard runs pkg/proxy with the guard's interceptors, configured from
 // pkg/config's defaults, as `cri-guard serve` builds it.
-func serveGuard(l net.Listener, upstream, cgroupRoot string) error {
+func serveGuard(l net.Listener, upstream, cgroupRoot, forwarding string) error {
 	cfg, err := config.Resolve(config.File{Upstream: "unix://" + upstream, CgroupRoot: cgroupRoot})
 	if err != nil {
 		return err
@@ -254,7 +256,7 @@ func serveGuard(l net.Listener, upstream, cgroupRoot string) error {
 	if err != nil {
 		return err
 	}
-	p, err := proxy.New(cfg.Upstream, proxy.WithMaxMsgSize(cfg.MaxMessageSize), proxy.WithInterceptors(g.Interceptors()...))
+	p, err := proxy.NewCore(forwarding, cfg.Upstream, proxy.WithMaxMsgSize(cfg.MaxMessageSize), proxy.WithInterceptors(g.Interceptors()...))
 	if err != nil {
 		return err
 	}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -40,7 +41,7 @@ type Guard struct {
 
 // StartGuard runs
 //
-//	<Binary> serve --listen unix://<Dir>/cri-guard.sock --upstream <Upstream> <Args...>
+//	<Binary> serve --listen unix://<Dir>/cri-guard.sock --upstream <Upstream> <Args...> $CRI_GUARD_ARGS
 //
 // and waits (up to 30 s) until CRI Version answers through it. On error the
 // process is stopped and the error includes its output.
@@ -62,6 +63,9 @@ func StartGuard(ctx context.Context, opts GuardOptions) (*Guard, error) {
 		exited:   make(chan struct{}),
 	}
 	args := append([]string{"serve", "--listen", g.Endpoint, "--upstream", opts.Upstream}, opts.Args...)
+	// CRI_GUARD_ARGS adds arguments to every cri-guard the tests start,
+	// e.g. "--forwarding frames" to run the e2e tests on the frames core.
+	args = append(args, strings.Fields(os.Getenv("CRI_GUARD_ARGS"))...)
 	cmd := exec.Command(opts.Binary, args...)
 	var w io.Writer = g.out
 	if opts.Log != nil {
