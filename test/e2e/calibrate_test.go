@@ -41,11 +41,30 @@ func calibrationParent() string {
 	return fmt.Sprintf("/cri-guard-calibrate-e2e-%d", os.Getpid())
 }
 
+// calibrationTmp is the TMPDIR of the calibrations this test process runs,
+// where they put their log directories; like calibrationParent, it keeps
+// "nothing left" about this test alone when other runs share the machine.
+func calibrationTmp(t *testing.T) string {
+	t.Helper()
+	d := filepath.Join(os.TempDir(), fmt.Sprintf("cg-calibrate-e2e-%d", os.Getpid()))
+	if err := os.MkdirAll(d, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// calibrateCmd is `cri-guard calibrate args...` with this test's TMPDIR.
+func calibrateCmd(ctx context.Context, t *testing.T, bin string, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, bin, append([]string{"calibrate"}, args...)...)
+	cmd.Env = append(os.Environ(), "TMPDIR="+calibrationTmp(t))
+	return cmd
+}
+
 func runCalibrate(t *testing.T, bin string, args ...string) (stdout, stderr string, err error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, append([]string{"calibrate"}, args...)...)
+	cmd := calibrateCmd(ctx, t, bin, args...)
 	var o, e bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &o, &e
 	err = cmd.Run()
@@ -84,7 +103,7 @@ func requireNothingLeft(t *testing.T, rt *harness.Runtime, parent string) {
 			t.Errorf("calibration cgroup left: %s", filepath.Join(h, parent))
 		}
 	}
-	if m, _ := filepath.Glob(filepath.Join(os.TempDir(), "cri-guard-calibrate-*")); len(m) > 0 {
+	if m, _ := filepath.Glob(filepath.Join(calibrationTmp(t), "cri-guard-calibrate-*")); len(m) > 0 {
 		t.Errorf("log directories left: %v", m)
 	}
 }
@@ -187,7 +206,7 @@ func TestCalibrateRefusesGuardSocket(t *testing.T) {
 func TestCalibrateInterrupted(t *testing.T) {
 	rt, bin := sharedRuntime(t)
 	parent := calibrationParent()
-	cmd := exec.Command(bin, "calibrate", "--upstream", rt.Endpoint, "--cgroup-parent", parent, "--with-container", rt.BusyboxRef)
+	cmd := calibrateCmd(context.Background(), t, bin, "--upstream", rt.Endpoint, "--cgroup-parent", parent, "--with-container", rt.BusyboxRef)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

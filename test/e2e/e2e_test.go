@@ -42,6 +42,7 @@ func TestMain(m *testing.M) {
 	if shared.dir != "" {
 		os.RemoveAll(shared.dir)
 	}
+	os.RemoveAll(filepath.Join(os.TempDir(), fmt.Sprintf("cg-calibrate-e2e-%d", os.Getpid())))
 	os.Exit(code)
 }
 
