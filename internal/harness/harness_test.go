@@ -12,6 +12,8 @@ import (
 	"time"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/cri-guard/cri-guard/pkg/podcgroup"
 )
 
 // requireE2E skips unless CRI_GUARD_E2E=1; with it set, a missing
@@ -110,7 +112,11 @@ func TestRuntimeEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatalf("CreatePodCgroup: %v", err)
 	}
-	mem := cgroupV1Controller("memory")
+	cg, err := podcgroup.Detect(rt.CgroupRoot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mem := cg.Memory
 	if got := readTrim(t, filepath.Join(mem, parent, "memory.limit_in_bytes")); got != strconv.Itoa(limit) {
 		t.Errorf("memory.limit_in_bytes = %s, want %d", got, limit)
 	}

@@ -208,27 +208,3 @@ func cgroupHierarchies() []string {
 	sort.Strings(out)
 	return out
 }
-
-// cgroupV1Controller returns the mount point of the cgroup v1 hierarchy
-// with the given controller (e.g. "memory"), or "".
-func cgroupV1Controller(controller string) string {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		for i := 6; i < len(fields)-3; i++ {
-			if fields[i] == "-" && fields[i+1] == "cgroup" {
-				for _, o := range strings.Split(fields[i+3], ",") {
-					if o == controller {
-						return unescapeMountPath(fields[4])
-					}
-				}
-			}
-		}
-	}
-	return ""
-}
