@@ -5,7 +5,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/cri-guard/cri-guard/pkg/policy"
 )
@@ -82,9 +84,29 @@ func init() {
 
 // Observe records one finished CRI call. It is a proxy.Observer.
 func Observe(method string, code codes.Code, elapsed time.Duration) {
+	if !knownMethods[method] {
+		// Anyone who reaches the socket can name any method: keep the
+		// number of series bounded.
+		method = "unknown"
+	}
 	Requests.WithLabelValues(method, code.String()).Inc()
 	Latency.WithLabelValues(method).Observe(elapsed.Seconds())
 }
+
+// knownMethods are the CRI v1 methods this build knows; others are counted
+// as "unknown".
+var knownMethods = func() map[string]bool {
+	m := map[string]bool{}
+	for _, sd := range []grpc.ServiceDesc{runtimeapi.RuntimeService_ServiceDesc, runtimeapi.ImageService_ServiceDesc} {
+		for _, md := range sd.Methods {
+			m["/"+sd.ServiceName+"/"+md.MethodName] = true
+		}
+		for _, st := range sd.Streams {
+			m["/"+sd.ServiceName+"/"+st.StreamName] = true
+		}
+	}
+	return m
+}()
 
 // Record counts one policy decision. It is a guard.Recorder.
 func Record(in policy.Request, d policy.Decision) {

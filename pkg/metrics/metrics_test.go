@@ -3,6 +3,7 @@ package metrics_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -232,10 +233,21 @@ func TestWatchUpstream(t *testing.T) {
 }
 
 func TestObserveCode(t *testing.T) {
-	before := value(t, metrics.Requests.WithLabelValues("/m", "DeadlineExceeded"))
-	metrics.Observe("/m", codes.DeadlineExceeded, time.Millisecond)
-	if got := value(t, metrics.Requests.WithLabelValues("/m", "DeadlineExceeded")) - before; got != 1 {
+	const m = "/runtime.v1.RuntimeService/ListPodSandbox"
+	before := value(t, metrics.Requests.WithLabelValues(m, "DeadlineExceeded"))
+	metrics.Observe(m, codes.DeadlineExceeded, time.Millisecond)
+	if got := value(t, metrics.Requests.WithLabelValues(m, "DeadlineExceeded")) - before; got != 1 {
 		t.Fatalf("got %v, want 1", got)
+	}
+}
+
+func TestUnknownMethodsShareOneSeries(t *testing.T) {
+	before := value(t, metrics.Requests.WithLabelValues("unknown", "OK"))
+	for i := 0; i < 3; i++ {
+		metrics.Observe(fmt.Sprintf("/made.up.Service/Method%d", i), codes.OK, time.Millisecond)
+	}
+	if got := value(t, metrics.Requests.WithLabelValues("unknown", "OK")) - before; got != 3 {
+		t.Fatalf("got %v, want 3", got)
 	}
 }
 
