@@ -288,8 +288,8 @@ func (c *conn) kubeletData(f *http2.DataFrame) {
 	data := f.Data()
 	n := int(f.Length)
 	end := f.StreamEnded()
-	os := c.k.lookup(f.StreamID)
-	if os == nil || os.recvEnd {
+	os := c.k.lookupOpen(f.StreamID)
+	if os == nil {
 		c.k.credit(nil, n)
 		return
 	}
@@ -331,10 +331,9 @@ func (c *conn) kubeletData(f *http2.DataFrame) {
 		c.finish(rs, tooLarge(size, max), nil)
 		return
 	}
-	buf := make([]byte, len(data))
-	copy(buf, data)
+	buf, pool := copyData(data)
 	c.k.credit(os, n-len(data))
-	rs.up.push(rs.u, item{kind: kData, data: buf, end: end, src: c.k, srcOS: os})
+	rs.up.push(rs.u, item{kind: kData, data: buf, end: end, src: c.k, srcOS: os, pool: pool})
 	if end {
 		c.k.recvEnded(os)
 	}
@@ -578,10 +577,9 @@ func (c *conn) upstreamData(up *side, rs *rstream, os *ostream, f *http2.DataFra
 		c.finish(rs, tooLarge(size, max), nil)
 		return
 	}
-	buf := make([]byte, len(data))
-	copy(buf, data)
+	buf, pool := copyData(data)
 	up.credit(os, n-len(data))
-	c.k.push(rs.k, item{kind: kData, data: buf, end: end, src: up, srcOS: os})
+	c.k.push(rs.k, item{kind: kData, data: buf, end: end, src: up, srcOS: os, pool: pool})
 	if end {
 		// No trailers: the kubelet's client reports the error.
 		up.abandon(os)
@@ -594,6 +592,9 @@ func (c *conn) upstreamReset(up *side, os *ostream, code http2.ErrCode) {
 	up.abandon(os)
 	rs := os.rs
 	if rs.sink != nil {
+		rs.sink.mu.Lock()
+		rs.sink.reset = true
+		rs.sink.mu.Unlock()
 		rs.sink.fail(status.Newf(rstCode(code), "cri-guard: the runtime reset the stream: %v", code))
 		return
 	}

@@ -178,6 +178,12 @@ func (c *conn) forward(ctx context.Context, rs *rstream, body []byte, hdr, tlr *
 		return nil, status.FromContextError(ctx.Err()).Err()
 	}
 	*hdr, *tlr = fs.sink.hdr, fs.sink.tlr
+	if fs.sink.reset && fs.sink.st.Code() == codes.Canceled {
+		// A runtime resets a call whose deadline passed.
+		if d, ok := ctx.Deadline(); ok && !time.Now().Add(20*time.Millisecond).Before(d) {
+			return nil, status.Error(codes.DeadlineExceeded, context.DeadlineExceeded.Error())
+		}
+	}
 	if fs.sink.st.Code() != codes.OK {
 		return nil, fs.sink.st.Err()
 	}
@@ -190,6 +196,7 @@ type sink struct {
 	done     chan struct{}
 	mu       sync.Mutex
 	finished bool
+	reset    bool // the runtime reset the stream
 	gotHdr   bool
 	buf      []byte
 	parse    msgParser

@@ -41,6 +41,21 @@ type item struct {
 	// src is where DATA came from, to be credited once written.
 	src   *side
 	srcOS *ostream
+	// pool holds data's buffer, returned once the item is written.
+	pool *[]byte
+}
+
+const pooledSize = 16 << 10
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, pooledSize); return &b }}
+
+// copyData returns a copy of p, in a pooled buffer when it fits.
+func copyData(p []byte) ([]byte, *[]byte) {
+	if len(p) > pooledSize {
+		return append([]byte(nil), p...), nil
+	}
+	b := bufPool.Get().(*[]byte)
+	return (*b)[:copy(*b, p)], b
 }
 
 // ostream is one stream on one side: the frames queued toward that side,
@@ -48,7 +63,8 @@ type item struct {
 type ostream struct {
 	id      uint32
 	win     int64
-	items   []item
+	items   []item // items[head:] are queued
+	head    int
 	inReady bool
 	credit  int64 // received from this side, forwarded, not yet credited
 	sentEnd bool  // END_STREAM or RST written to this side
@@ -151,6 +167,16 @@ func (s *side) lookup(id uint32) *ostream {
 	return os
 }
 
+// lookupOpen finds a stream on which the peer may still send.
+func (s *side) lookupOpen(id uint32) *ostream {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if os := s.streams[id]; os != nil && !os.recvEnd {
+		return os
+	}
+	return nil
+}
+
 // push queues items on os and wakes the writer. It returns false when the
 // side is closed: nothing was queued.
 func (s *side) push(os *ostream, its ...item) bool {
@@ -179,8 +205,8 @@ func (s *side) push(os *ostream, its ...item) bool {
 // be used. Queued data is credited to where it came from.
 func (s *side) abandon(os *ostream) {
 	s.mu.Lock()
-	drop := os.items
-	os.items = nil
+	drop := os.items[os.head:]
+	os.items, os.head = nil, 0
 	os.sentEnd, os.recvEnd = true, true
 	if os.id != 0 && s.streams[os.id] == os {
 		delete(s.streams, os.id)
@@ -210,13 +236,13 @@ func (s *side) reset(os *ostream, code http2.ErrCode) {
 	var drop []item
 	if !s.closed && !os.rst && !(os.sentEnd && os.recvEnd) {
 		os.rst = true
-		drop = os.items
-		os.items = nil
+		drop = os.items[os.head:]
+		os.items, os.head = nil, 0
 		if os.id == 0 && (len(drop) == 0 || drop[0].kind == kHeaders) {
 			// Never opened on this side: nothing to reset.
 			os.sentEnd = true
 		} else {
-			os.items = []item{{kind: kRST, code: code}}
+			os.items, os.head = []item{{kind: kRST, code: code}}, 0
 			if !os.inReady {
 				os.inReady = true
 				s.ready = append(s.ready, os)
@@ -305,10 +331,10 @@ func (s *side) close() {
 
 // sendableLocked tells whether os's first item can be written now.
 func (s *side) sendableLocked(os *ostream) bool {
-	if len(os.items) == 0 {
+	if os.head == len(os.items) {
 		return false
 	}
-	it := &os.items[0]
+	it := &os.items[os.head]
 	if it.kind != kData || len(it.data) == 0 {
 		return true
 	}
@@ -432,7 +458,7 @@ func (s *side) pickLocked(batch []wframe) []wframe {
 	keep := s.ready[:0]
 	for _, os := range s.ready {
 		for s.sendableLocked(os) {
-			it := os.items[0]
+			it := os.items[os.head]
 			switch it.kind {
 			case kHeaders:
 				if os.id == 0 {
@@ -440,7 +466,7 @@ func (s *side) pickLocked(batch []wframe) []wframe {
 						// The runtime refuses new streams on this
 						// connection; the stream fails when the reader sees
 						// it is not registered.
-						os.items = nil
+						os.items, os.head = nil, 0
 						os.sentEnd = true
 						if os.rs != nil {
 							go os.rs.c.upstreamLost(os.rs, "the runtime is going away")
@@ -462,7 +488,8 @@ func (s *side) pickLocked(batch []wframe) []wframe {
 					part := it
 					part.data = it.data[:n]
 					part.end = false
-					os.items[0].data = it.data[n:]
+					part.pool = nil
+					os.items[os.head].data = it.data[n:]
 					s.connWin -= n
 					os.win -= n
 					batch = append(batch, wframe{os, part})
@@ -471,18 +498,21 @@ func (s *side) pickLocked(batch []wframe) []wframe {
 				s.connWin -= n
 				os.win -= n
 			}
-			os.items[0] = item{}
-			os.items = os.items[1:]
+			os.items[os.head] = item{}
+			os.head++
+			if os.head == len(os.items) {
+				os.items, os.head = os.items[:0], 0
+			}
 			if it.end || it.kind == kRST {
 				os.sentEnd = true
-				os.items = nil
+				os.items, os.head = nil, 0
 			}
 			batch = append(batch, wframe{os, it})
 		}
 		if os.sentEnd && os.recvEnd && os.id != 0 {
 			delete(s.streams, os.id)
 		}
-		if len(os.items) > 0 {
+		if os.head < len(os.items) {
 			keep = append(keep, os)
 		} else {
 			os.inReady = false
@@ -561,6 +591,9 @@ func (s *side) write(w *wframe, maxFrame int, maxHdr uint32) error {
 		}
 		if it.src != nil {
 			it.src.credit(it.srcOS, len(it.data))
+		}
+		if it.pool != nil {
+			bufPool.Put(it.pool)
 		}
 		return nil
 	}
