@@ -12,11 +12,11 @@ import (
 
 const (
 	// What this endpoint advertises on both hops.
-	ourStreamWindow = 16 << 20
-	ourConnWindow   = 64 << 20
+	ourStreamWindow = 4 << 20
+	ourConnWindow   = 8 << 20
 	ourMaxFrame     = 1 << 20
 	// Received bytes are credited back once this many have been forwarded.
-	creditThreshold = 1 << 20
+	creditThreshold = 256 << 10
 	// The largest header list accepted from a peer.
 	ourMaxHeaderList = 1 << 20
 	initialWindow    = 65535
@@ -49,9 +49,11 @@ const pooledSize = 16 << 10
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, pooledSize); return &b }}
 
-// copyData returns a copy of p, in a pooled buffer when it fits.
+// copyData returns a copy of p, in a pooled buffer when it is large and
+// fits. Small payloads get their own small buffer: a queue of small frames
+// (an event stream) must not pin a pooled buffer each.
 func copyData(p []byte) ([]byte, *[]byte) {
-	if len(p) > pooledSize {
+	if len(p) < pooledSize/4 || len(p) > pooledSize {
 		return append([]byte(nil), p...), nil
 	}
 	b := bufPool.Get().(*[]byte)
@@ -190,6 +192,12 @@ func (s *side) push(os *ostream, its ...item) bool {
 			}
 		}
 		return !closed
+	}
+	if os.head > 0 && os.head*2 >= len(os.items) {
+		// Reuse the consumed front instead of growing the queue.
+		n := copy(os.items, os.items[os.head:])
+		clear(os.items[n:])
+		os.items, os.head = os.items[:n], 0
 	}
 	os.items = append(os.items, its...)
 	if !os.inReady {
