@@ -65,6 +65,7 @@ func fakeGuard(args []string) int {
 
 func TestStartGuardStandIn(t *testing.T) {
 	t.Setenv("HARNESS_FAKE_GUARD", "1")
+	t.Setenv("CRI_GUARD_ARGS", "--forwarding frames")
 	dir, err := os.MkdirTemp("", "cg-guard-")
 	if err != nil {
 		t.Fatal(err)
@@ -89,7 +90,7 @@ func TestStartGuardStandIn(t *testing.T) {
 	if err := g.Stop(); err != nil {
 		t.Errorf("Stop: %v", err)
 	}
-	if !strings.Contains(g.Logs(), `extra=["--extra"]`) {
+	if !strings.Contains(g.Logs(), `extra=["--extra" "--forwarding" "frames"]`) {
 		t.Errorf("Logs() = %q, want the process output", g.Logs())
 	}
 	if alive(g.Cmd.Process.Pid) {
