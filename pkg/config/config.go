@@ -61,7 +61,7 @@ var Defaults = File{
 	Upstream:           "unix:///run/containerd/containerd.sock",
 	SocketMode:         "0660",
 	MaxMessageSize:     "16Mi",
-	Forwarding:         proxy.ForwardingGRPC,
+	Forwarding:         proxy.ForwardingFrames,
 	ShutdownTimeout:    "10s",
 	LogFormat:          "text",
 	LogLevel:           "info",

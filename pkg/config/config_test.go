@@ -14,7 +14,7 @@ func TestResolveDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.Listen != "unix:///run/cri-guard/cri-guard.sock" || c.Upstream != "unix:///run/containerd/containerd.sock" ||
-		c.SocketMode != 0o660 || c.SocketGID != -1 || c.MaxMessageSize != 16<<20 || c.Forwarding != "grpc" || c.ShutdownTimeout != 10*time.Second ||
+		c.SocketMode != 0o660 || c.SocketGID != -1 || c.MaxMessageSize != 16<<20 || c.Forwarding != "frames" || c.ShutdownTimeout != 10*time.Second ||
 		c.Policy.Mode != policy.ModeReject || c.Policy.Floors != (policy.Floors{Sandbox: 12 << 20, Container: 12 << 20}) {
 		t.Errorf("defaults: %+v", c)
 	}
@@ -33,7 +33,7 @@ upstream: unix:///run/crio/crio.sock
 socketMode: "0600"
 socketGroup: "0"
 maxMessageSize: 32Mi
-forwarding: frames
+forwarding: grpc
 mode: raise
 sandboxMinMemory: 6M
 containerMinMemory: 4Mi
@@ -47,7 +47,7 @@ metricsListen: 127.0.0.1:9464
 				want := policy.Config{Mode: policy.ModeRaise, Floors: policy.Floors{Sandbox: 6_000_000, Container: 4 << 20},
 					Handlers: map[string]policy.Floors{"crun": {Sandbox: 500 << 10}}, ExemptNamespaces: []string{"kube-system"}, FailClosed: true}
 				if c.Policy.Mode != want.Mode || c.Policy.Floors != want.Floors || c.Policy.Handlers["crun"] != want.Handlers["crun"] ||
-					!c.Policy.FailClosed || c.SocketMode != 0o600 || c.SocketGID != 0 || c.MaxMessageSize != 32<<20 || c.Forwarding != "frames" {
+					!c.Policy.FailClosed || c.SocketMode != 0o600 || c.SocketGID != 0 || c.MaxMessageSize != 32<<20 || c.Forwarding != "grpc" {
 					t.Errorf("got %+v", c)
 				}
 			},

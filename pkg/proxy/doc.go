@@ -8,8 +8,10 @@
 // other, so a newer kubelet keeps working.
 //
 // Interceptors are independent of the forwarding core: an Interceptor sees a
-// decoded request and a function that forwards it, and nothing else. The core
-// may change (gRPC-level today) without touching them.
+// decoded request and a function that forwards it, and nothing else. Two
+// cores implement Core with the same options: Server (New), a gRPC-level
+// relay, and package h2 (NewFrames), an HTTP/2 frame-level relay; NewCore
+// picks one by name ("grpc" or "frames").
 //
 // The package is not a policy engine and reads nothing from the node; see
 // package policy and package facts for that.
