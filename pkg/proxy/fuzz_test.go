@@ -18,17 +18,24 @@ import (
 // and its reply comes back byte for byte; an intercepted request that does
 // not decode is InvalidArgument and never reaches the runtime.
 func FuzzRelay(f *testing.F) {
-	f.Add(false, []byte{})
-	f.Add(true, []byte{0xff, 0x01})
-	f.Add(true, withUnknownField(&runtimeapi.RunPodSandboxRequest{RuntimeHandler: "x"}))
 	b, _ := proto.Marshal(&runtimeapi.RunPodSandboxRequest{Config: &runtimeapi.PodSandboxConfig{Metadata: &runtimeapi.PodSandboxMetadata{Name: "n"}}})
-	f.Add(true, b)
-	f.Add(false, bytes.Repeat([]byte{0}, 1<<16))
+	for _, frames := range []bool{false, true} {
+		f.Add(frames, false, []byte{})
+		f.Add(frames, true, []byte{0xff, 0x01})
+		f.Add(frames, true, withUnknownField(&runtimeapi.RunPodSandboxRequest{RuntimeHandler: "x"}))
+		f.Add(frames, true, b)
+		f.Add(frames, false, bytes.Repeat([]byte{0}, 1<<16))
+	}
 	const (
 		relayed     = "/runtime.v1.RuntimeService/ListPodSandbox"
 		intercepted = "/runtime.v1.RuntimeService/RunPodSandbox"
 	)
-	f.Fuzz(func(t *testing.T, intercept bool, body []byte) {
+	f.Fuzz(func(t *testing.T, frames, intercept bool, body []byte) {
+		testCore = ForwardingGRPC
+		if frames {
+			testCore = ForwardingFrames
+		}
+		defer func() { testCore = ForwardingGRPC }()
 		e := newEnv(t, WithInterceptors(passThrough(intercepted),
 			Unary("/runtime.v1.RuntimeService/CreateContainer", func(ctx context.Context, req *runtimeapi.CreateContainerRequest, next func(context.Context, *runtimeapi.CreateContainerRequest) (*runtimeapi.CreateContainerResponse, error)) (*runtimeapi.CreateContainerResponse, error) {
 				return next(ctx, req)
