@@ -35,7 +35,7 @@ func (r *recorder) Intercept(ctx context.Context, in []byte, forward proxy.Forwa
 }
 
 // serveProxy runs p on a fresh unix socket and returns its endpoint.
-func serveProxy(t *testing.T, p *proxy.Server) string {
+func serveProxy(t *testing.T, p proxy.Core) string {
 	t.Helper()
 	dir, err := os.MkdirTemp("/tmp", "cg-pt-")
 	if err != nil {
@@ -66,9 +66,15 @@ func (rawCodec) Unmarshal(b []byte, v any) error {
 // order a re-encoding would change, and a field from a newer kubelet), and
 // checks that the runtime side saw exactly those bytes and the pod runs.
 func TestHealthyPodIsForwardedByteIdentical(t *testing.T) {
+	for _, core := range []string{proxy.ForwardingGRPC, proxy.ForwardingFrames} {
+		t.Run(core, func(t *testing.T) { testHealthyPodIsForwardedByteIdentical(t, core) })
+	}
+}
+
+func testHealthyPodIsForwardedByteIdentical(t *testing.T, core string) {
 	rt, _ := sharedRuntime(t)
 	rec := &recorder{method: runtimeapi.RuntimeService_RunPodSandbox_FullMethodName}
-	inner, err := proxy.New(rt.Endpoint, proxy.WithInterceptors(rec))
+	inner, err := proxy.NewCore(core, rt.Endpoint, proxy.WithInterceptors(rec))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +88,7 @@ func TestHealthyPodIsForwardedByteIdentical(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	outer, err := proxy.New(recEP, proxy.WithInterceptors(g.Interceptors()...))
+	outer, err := proxy.NewCore(core, recEP, proxy.WithInterceptors(g.Interceptors()...))
 	if err != nil {
 		t.Fatal(err)
 	}
