@@ -29,8 +29,17 @@ import (
 
 var built struct {
 	once sync.Once
+	dir  string // removed by TestMain
 	bin  string
 	err  error
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if built.dir != "" {
+		os.RemoveAll(built.dir)
+	}
+	os.Exit(code)
 }
 
 // binary returns the cri-guard binary: $CRI_GUARD_BIN, or one built now.
@@ -45,7 +54,7 @@ func binary(t *testing.T) string {
 			built.err = err
 			return
 		}
-		built.bin = filepath.Join(dir, "cri-guard")
+		built.dir, built.bin = dir, filepath.Join(dir, "cri-guard")
 		out, err := exec.Command("go", "build", "-o", built.bin, ".").CombinedOutput()
 		if err != nil {
 			built.err = fmt.Errorf("go build: %v\n%s", err, out)

@@ -130,7 +130,7 @@ func kubelet(t *testing.T, endpoint string) internalapi.RuntimeService {
 func podConfig(name, uid, parent string, podLimit int64) *runtimeapi.PodSandboxConfig {
 	cfg := &runtimeapi.PodSandboxConfig{
 		Metadata:     &runtimeapi.PodSandboxMetadata{Name: name, Namespace: "e2e", Uid: uid},
-		LogDirectory: filepath.Join("/tmp", "cg-logs", uid),
+		LogDirectory: filepath.Join(shared.dir, "logs", uid), // removed by TestMain
 		Labels:       map[string]string{"io.kubernetes.pod.name": name, "io.kubernetes.pod.namespace": "e2e", "io.kubernetes.pod.uid": uid},
 		Annotations:  map[string]string{"kubernetes.io/config.source": "e2e"},
 		Linux: &runtimeapi.LinuxPodSandboxConfig{
