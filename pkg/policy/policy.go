@@ -91,7 +91,9 @@ type Request struct {
 	// (PodSandboxConfig.Linux.Resources, UpdatePodSandboxResources); 0 when
 	// the kubelet did not say. It is a hint.
 	PodLimit int64
-	// Overhead is the pod overhead that the kubelet reported, a hint.
+	// Overhead is the pod overhead (RuntimeClass) that the kubelet
+	// reported, a hint. The kubelet sizes the pod cgroup to PodLimit plus
+	// Overhead.
 	Overhead int64
 	// ContainerLimit is the container's memory limit in the request; 0
 	// when unset.
@@ -177,17 +179,19 @@ func (c *Config) Decide(r Request) Decision {
 }
 
 // podLimit is the pod's limit: the cgroup where it can be read, else the
-// request's hint.
+// request's hints, sized as the kubelet sizes the pod cgroup (the pod's
+// limits plus its overhead).
 func podLimit(r Request) Memory {
+	hinted := Memory{State: Limited, Bytes: r.PodLimit + max(r.Overhead, 0)}
 	if r.Method == UpdatePodSandboxResources && r.PodLimit > 0 {
 		// The request is the limit the pod is being resized to.
-		return Memory{State: Limited, Bytes: r.PodLimit}
+		return hinted
 	}
 	if r.PodCgroup.State != Unknown {
 		return r.PodCgroup
 	}
 	if r.PodLimit > 0 {
-		return Memory{State: Limited, Bytes: r.PodLimit}
+		return hinted
 	}
 	return r.PodCgroup
 }

@@ -59,6 +59,11 @@ func TestDecide(t *testing.T) {
 			want: Decision{Action: Reject, Reason: ReasonSandboxBelow, Floor: 12 * MiB,
 				Message: "pod team-a/web: memory limit 4194304 bytes (4Mi) is below the 12Mi minimum needed to start the pod sandbox; set the memory limit to at least 12Mi"},
 		},
+		"unreadable cgroup: the hint includes the overhead, as the pod cgroup does": {
+			cfg:  base,
+			req:  Request{Method: RunPodSandbox, Pod: web, PodLimit: 8 * MiB, Overhead: 8 * MiB, PodCgroup: unknown},
+			want: Decision{Action: Allow, Reason: ReasonWithinFloor, Floor: 12 * MiB},
+		},
 		"unreadable cgroup and no hint fails open": {
 			cfg:  base,
 			req:  Request{Method: RunPodSandbox, Pod: web, PodCgroup: unknown},
