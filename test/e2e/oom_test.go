@@ -149,3 +149,41 @@ func TestExplainHealthyPod(t *testing.T) {
 		t.Errorf("a fix for a healthy pod:\n%s", out)
 	}
 }
+
+// With the container floor lowered to nothing, a 2000-byte container
+// reaches runc, which fails at StartContainer and at a resize; cri-guard
+// looks the container up and explains both (issue 4's StartContainer and
+// UpdateContainerResources paths, on the real runtime).
+func TestStartAndResizeFailuresExplained(t *testing.T) {
+	rt, bin := sharedRuntime(t)
+	g := startGuard(t, rt, bin, "--container-min-memory", "1")
+	rs := kubelet(t, g.Endpoint)
+	ctx := context.Background()
+	sb, cfg := runningPod(t, rt, rs, 256<<20)
+	pod := "cri-guard: pod e2e/" + cfg.Metadata.Name + ": "
+
+	id, err := rs.CreateContainer(ctx, sb, containerConfig(rt, "tiny", 2000), cfg)
+	if err != nil {
+		t.Fatalf("CreateContainer with the floor lowered: %v", err)
+	}
+	err = rs.StartContainer(ctx, id)
+	msg := status.Convert(err).Message()
+	t.Logf("StartContainer: %s", msg)
+	wantLines(t, "the StartContainer error", msg,
+		pod+"the runtime could not lower the memory limit of container tiny to 2000 bytes: it already uses ",
+		"; fix: ", "; runtime error: ", "unable to set memory limit to 2000 (current usage: ")
+
+	app, err := rs.CreateContainer(ctx, sb, containerConfig(rt, "app", 64<<20), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rs.StartContainer(ctx, app); err != nil {
+		t.Fatal(err)
+	}
+	err = rs.UpdateContainerResources(ctx, app, &runtimeapi.ContainerResources{Linux: &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 2000}})
+	msg = status.Convert(err).Message()
+	t.Logf("UpdateContainerResources: %s", msg)
+	wantLines(t, "the UpdateContainerResources error", msg,
+		pod+"the runtime could not lower the memory limit of container app to 2000 bytes: it already uses ",
+		"; runtime error: ", "unable to set memory limit to 2000 (current usage: ")
+}

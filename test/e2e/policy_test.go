@@ -143,3 +143,22 @@ func TestRaiseMode(t *testing.T) {
 	_, err = rs.RunPodSandbox(ctx, podConfig("small-"+u, u, parent, 8<<20), "")
 	wantRefusal(t, err, "pod e2e/small-"+u+": memory limit 8388608 bytes (8Mi) is below the 12Mi minimum needed to start the pod sandbox; set the memory limit to at least 12Mi")
 }
+
+// A pod resize below the floor is refused by cri-guard before the runtime
+// sees it (containerd 1.6 itself does not implement the method).
+func TestPodResizeBelowFloor(t *testing.T) {
+	rt, bin := sharedRuntime(t)
+	g := startGuard(t, rt, bin)
+	sb, cfg := runningPod(t, rt, kubelet(t, g.Endpoint), 256<<20)
+	req := &runtimeapi.UpdatePodSandboxResourcesRequest{PodSandboxId: sb, Resources: &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 2000}}
+	_, err := g.CRI.Runtime.UpdatePodSandboxResources(context.Background(), req)
+	wantRefusal(t, err, "pod e2e/"+cfg.Metadata.Name+": memory limit 2000 bytes is below the 12Mi minimum needed to start the pod sandbox; a memory quantity without a unit is bytes, did you mean 2000Mi?")
+
+	// A resize above the floor goes through: the runtime's own answer.
+	req.Resources.MemoryLimitInBytes = 512 << 20
+	_, direct := rt.CRI.Runtime.UpdatePodSandboxResources(context.Background(), req)
+	_, proxied := g.CRI.Runtime.UpdatePodSandboxResources(context.Background(), req)
+	if status.Code(direct) != status.Code(proxied) || status.Convert(direct).Message() != status.Convert(proxied).Message() {
+		t.Errorf("a resize above the floor: direct %v, through cri-guard %v", direct, proxied)
+	}
+}
