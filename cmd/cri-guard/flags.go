@@ -3,8 +3,10 @@ package main
 import (
 	"flag"
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/cri-guard/cri-guard/pkg/config"
 )
@@ -12,9 +14,24 @@ import (
 // configFlags binds one flag to each configuration key, so a flag wins over
 // the file. It returns the keys that the command line set.
 type configFlags struct {
-	fs   *flag.FlagSet
-	path string
-	set  config.File
+	fs    *flag.FlagSet
+	path  string
+	set   config.File
+	stamp fileStamp // of the file as last loaded
+}
+
+// fileStamp tells whether a file changed: its modification time and size.
+type fileStamp struct {
+	mod  time.Time
+	size int64
+}
+
+func stampOf(path string) fileStamp {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fileStamp{}
+	}
+	return fileStamp{fi.ModTime(), fi.Size()}
 }
 
 func newConfigFlags(name string) *configFlags {
@@ -75,6 +92,7 @@ func (c *configFlags) parse(args []string) (*config.Config, error) {
 func (c *configFlags) load() (config.File, *config.Config, error) {
 	var file config.File
 	if c.path != "" {
+		c.stamp = stampOf(c.path) // before reading: a change while reading is seen later
 		f, err := config.Load(c.path)
 		if err != nil {
 			return config.File{}, nil, fmt.Errorf("config %s: %w", c.path, err)

@@ -2,8 +2,6 @@ package main
 
 import (
 	"log/slog"
-	"os"
-	"time"
 
 	"github.com/cri-guard/cri-guard/pkg/config"
 	"github.com/cri-guard/cri-guard/pkg/guard"
@@ -18,25 +16,11 @@ type reloader struct {
 	guard   *guard.Guard
 	level   *slog.LevelVar
 	log     *slog.Logger
-	modTime time.Time
-	size    int64
 }
 
+// fileChanged reports whether the file differs from the one last loaded.
 func (r *reloader) fileChanged() bool {
-	if r.flags.path == "" {
-		return false
-	}
-	fi, err := os.Stat(r.flags.path)
-	if err != nil {
-		return false
-	}
-	if r.modTime.IsZero() {
-		r.modTime, r.size = fi.ModTime(), fi.Size()
-		return false
-	}
-	changed := !fi.ModTime().Equal(r.modTime) || fi.Size() != r.size
-	r.modTime, r.size = fi.ModTime(), fi.Size()
-	return changed
+	return r.flags.path != "" && stampOf(r.flags.path) != r.flags.stamp
 }
 
 func (r *reloader) reload(why string) {

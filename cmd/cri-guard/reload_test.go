@@ -188,3 +188,31 @@ containerMinMemory: "12MB": "12MB" is not a quantity`
 		t.Errorf("no file: %v", err)
 	}
 }
+
+// A change to the file is picked up without a signal.
+func TestReloadOnFileChange(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "config.yaml")
+	os.WriteFile(cfg, []byte("mode: reject\n"), 0o644)
+	client, _, _, _ := startServe(t, "--config", cfg)
+	if err := tinyPod(context.Background(), client); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("before the change: %v", err)
+	}
+	// Changed at once: a change before the watcher's first look counts too.
+	os.WriteFile(cfg, []byte("mode: audit\n"), 0o644)
+	deadline := time.Now().Add(10 * time.Second)
+	for status.Code(tinyPod(context.Background(), client)) != codes.OK {
+		if time.Now().After(deadline) {
+			t.Fatal("the changed file was not applied within 10s")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func TestVersion(t *testing.T) {
+	got := versionString()
+	for _, want := range []string{"cri-guard ", "(commit ", "cri-api v0.37"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("version %q lacks %q", got, want)
+		}
+	}
+}
