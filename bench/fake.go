@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"time"
 
 	"google.golang.org/grpc"
@@ -87,6 +88,9 @@ func (f *fakeRuntime) GetContainerEvents(_ *runtimeapi.GetEventsRequest, s runti
 func startFake(path string, entries int) (func(), error) {
 	l, err := net.Listen("unix", path)
 	if err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(path, 0o660); err != nil { // as containerd's
 		return nil, err
 	}
 	s := grpc.NewServer(grpc.MaxSendMsgSize(16 << 20))

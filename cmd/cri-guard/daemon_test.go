@@ -93,6 +93,7 @@ func fakeRuntime(t *testing.T, dir string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	os.Chmod(path, 0o660) // as containerd's: cri-guard's socket may be no wider
 	s := grpc.NewServer()
 	runtimeapi.RegisterRuntimeServiceServer(s, versionOnly{})
 	go s.Serve(l) //nolint:errcheck

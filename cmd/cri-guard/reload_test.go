@@ -44,6 +44,7 @@ func startServe(t *testing.T, extra ...string) (client runtimeapi.RuntimeService
 	if err != nil {
 		t.Fatal(err)
 	}
+	os.Chmod(up, 0o660) // as containerd's: cri-guard's socket may be no wider
 	srv := grpc.NewServer()
 	runtimeapi.RegisterRuntimeServiceServer(srv, fakeRuntime{})
 	go srv.Serve(l)
@@ -214,5 +215,29 @@ func TestVersion(t *testing.T) {
 		if !strings.Contains(got, want) {
 			t.Errorf("version %q lacks %q", got, want)
 		}
+	}
+}
+
+// cri-guard refuses to open the runtime wider than the runtime's own socket.
+func TestServeRefusesAWiderSocket(t *testing.T) {
+	dir, err := os.MkdirTemp("/tmp", "cg-cmd-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	up := filepath.Join(dir, "runtime.sock")
+	l, err := net.Listen("unix", up)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	os.Chmod(up, 0o600)
+	err = run(context.Background(), []string{"serve", "--listen", "unix://" + filepath.Join(dir, "g.sock"), "--upstream", "unix://" + up})
+	want := "the socket would give access that the runtime's own socket does not: mode 0660 group 0, but " + up + " is mode 0600 group 0; set socketMode and socketGroup no wider than the runtime's socket"
+	if err == nil || err.Error() != want {
+		t.Fatalf("got %v\nwant %s", err, want)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "g.sock")); !os.IsNotExist(err) {
+		t.Errorf("the socket was created: %v", err)
 	}
 }

@@ -135,6 +135,9 @@ func listen(cfg *config.Config) (net.Listener, bool, error) {
 		}
 		return ls[0], true, nil
 	}
+	if err := proxy.CheckNotWider(cfg.SocketMode, cfg.SocketGID, cfg.Upstream); err != nil {
+		return nil, false, fmt.Errorf("%w; set socketMode and socketGroup no wider than the runtime's socket", err)
+	}
 	l, err := proxy.Listen(cfg.Listen, cfg.SocketMode, cfg.SocketGID)
 	return l, false, err
 }

@@ -84,3 +84,43 @@ func removeStale(path string) error {
 	}
 	return nil
 }
+
+// ErrWiderThanUpstream is returned by CheckNotWider.
+var ErrWiderThanUpstream = errors.New("the socket would give access that the runtime's own socket does not")
+
+// CheckNotWider makes sure that a socket with mode and group gid (-1: the
+// process's group) gives no one access to the runtime that the runtime's
+// own socket, upstream, does not give: whoever reaches a CRI socket
+// controls the node's containers. It returns nil when upstream does not
+// exist yet; the caller may check again later.
+func CheckNotWider(mode os.FileMode, gid int, upstream string) error {
+	path, err := SocketPath(upstream)
+	if err != nil {
+		return err
+	}
+	fi, err := os.Stat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("runtime socket: %w", err)
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return nil
+	}
+	if gid < 0 {
+		gid = os.Getegid()
+	}
+	// Connecting to a unix socket takes write permission; other bits do
+	// not matter.
+	up := fi.Mode().Perm()
+	extra := mode.Perm() &^ up & 0o022
+	if mode.Perm()&0o020 != 0 && up&0o020 != 0 && uint32(gid) != st.Gid {
+		extra |= 0o020 // the group may connect, but another group
+	}
+	if extra != 0 {
+		return fmt.Errorf("%w: mode %04o group %d, but %s is mode %04o group %d", ErrWiderThanUpstream, mode.Perm(), gid, path, up, st.Gid)
+	}
+	return nil
+}
