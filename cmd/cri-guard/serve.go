@@ -54,6 +54,7 @@ func serve(ctx context.Context, args []string) error {
 		proxy.WithInterceptors(g.Interceptors()...),
 		proxy.WithLogger(log),
 		proxy.WithObserver(metrics.Observe),
+		proxy.WithPanicHook(metrics.Panics.Inc),
 	)
 	if err != nil {
 		return err

@@ -38,6 +38,13 @@ var (
 		Help: "Policy decisions other than a plain allow, by action, reason and pod namespace.",
 	}, []string{"action", "reason", "namespace"})
 
+	// Panics counts panics recovered in the relay; each failed one call
+	// with Internal and left the daemon serving.
+	Panics = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: namespace, Name: "panics_total",
+		Help: "Panics recovered in the relay (the call got Internal; the daemon kept serving).",
+	})
+
 	// TranslatedErrors counts runtime errors that cri-guard explained, by
 	// family. See the package documentation for how to use it.
 	TranslatedErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -73,7 +80,7 @@ var (
 )
 
 func init() {
-	Registry.MustRegister(Requests, Latency, Decisions, TranslatedErrors, Reloads,
+	Registry.MustRegister(Requests, Latency, Decisions, TranslatedErrors, Reloads, Panics,
 		UpstreamState, UpstreamReconnects, BuildInfo,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, r := range []string{"success", "failure"} {

@@ -60,6 +60,7 @@ func NewFrames(upstream string, opts ...Option) (*h2.Server, error) {
 		MaxMsgSize: o.maxMsgSize,
 		Logger:     o.logger,
 		Observer:   o.observer,
+		OnPanic:    o.onPanic,
 		BackoffMax: o.backoffMax,
 		Dialer:     o.dialer,
 	}

@@ -23,6 +23,7 @@ type options struct {
 	interceptors map[string]Interceptor
 	logger       *slog.Logger
 	observer     Observer
+	onPanic      func()
 	backoffMax   time.Duration
 	dialer       func(context.Context, string) (net.Conn, error)
 }
@@ -62,6 +63,16 @@ func WithLogger(l *slog.Logger) Option {
 			return fmt.Errorf("nil logger")
 		}
 		o.logger = l
+		return nil
+	}
+}
+
+// WithPanicHook sets a function called once for every panic that the
+// relay recovered from (the call gets Internal; the daemon keeps serving).
+// It must not block.
+func WithPanicHook(f func()) Option {
+	return func(o *options) error {
+		o.onPanic = f
 		return nil
 	}
 }

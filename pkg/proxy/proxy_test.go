@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -470,7 +471,8 @@ func TestInterceptor(t *testing.T) {
 			}
 			return next(ctx, req)
 		}
-		e := newEnv(t, WithInterceptors(Unary(method, h)))
+		var panics atomic.Int32
+		e := newEnv(t, WithInterceptors(Unary(method, h)), WithPanicHook(func() { panics.Add(1) }))
 		ctx := context.Background()
 		mk := func(name string) []byte {
 			return withUnknownField(&runtimeapi.RunPodSandboxRequest{Config: &runtimeapi.PodSandboxConfig{Metadata: &runtimeapi.PodSandboxMetadata{Name: name}}})
@@ -510,6 +512,9 @@ func TestInterceptor(t *testing.T) {
 			}
 			if _, err := e.call(ctx, "/runtime.v1.RuntimeService/Version", nil); err != nil {
 				t.Errorf("after a panic: %v", err)
+			}
+			if n := panics.Load(); n != 1 {
+				t.Errorf("the panic hook was called %d times, want 1", n)
 			}
 		})
 		t.Run("garbage request is InvalidArgument", func(t *testing.T) {

@@ -28,6 +28,7 @@ func (s *Server) handle(_ any, ss grpc.ServerStream) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			s.opts.logger.Error("panic in call", "method", method, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			s.panicked()
 			err = status.Errorf(codes.Internal, "cri-guard: internal error in %s: %v", method, r)
 		}
 		if s.opts.observer != nil {
@@ -41,6 +42,12 @@ func (s *Server) handle(_ any, ss grpc.ServerStream) (err error) {
 		return s.relayUnary(ss, method)
 	default:
 		return s.relayStream(ss, method)
+	}
+}
+
+func (s *Server) panicked() {
+	if s.opts.onPanic != nil {
+		s.opts.onPanic()
 	}
 }
 
@@ -159,6 +166,7 @@ func (s *Server) forwardRequests(ss grpc.ServerStream, cs grpc.ClientStream, can
 	defer func() {
 		if r := recover(); r != nil {
 			s.opts.logger.Error("panic while forwarding requests", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			s.panicked()
 			cancel()
 		}
 	}()

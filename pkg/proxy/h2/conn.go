@@ -70,6 +70,7 @@ func (c *conn) serve() {
 	defer func() {
 		if r := recover(); r != nil {
 			c.s.o.Logger.Error("panic on a kubelet connection", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			c.s.panicked()
 		}
 	}()
 	br := bufio.NewReaderSize(c.nc, 64<<10)
@@ -148,6 +149,7 @@ func (c *conn) serve() {
 func (c *conn) recoverClose() {
 	if r := recover(); r != nil {
 		c.s.o.Logger.Error("panic on a connection", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+		c.s.panicked()
 		c.close()
 	}
 }
@@ -444,6 +446,7 @@ func (c *conn) readUpstream(up *side) {
 	defer func() {
 		if r := recover(); r != nil {
 			c.s.o.Logger.Error("panic on a runtime connection", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			c.s.panicked()
 			why = fmt.Sprint("internal error: ", r)
 		}
 		c.upstreamClosed(up, why)

@@ -60,6 +60,7 @@ func (c *conn) startIntercept(rs *rstream) {
 			defer func() {
 				if r := recover(); r != nil {
 					c.s.o.Logger.Error("panic in call", "method", rs.method, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+					c.s.panicked()
 					err = status.Errorf(codes.Internal, "cri-guard: internal error in %s: %v", rs.method, r)
 				}
 			}()

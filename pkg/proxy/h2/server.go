@@ -30,6 +30,7 @@ type Options struct {
 	Interceptors []Interceptor
 	Logger       *slog.Logger
 	Observer     func(method string, code codes.Code, elapsed time.Duration)
+	OnPanic      func() // told of every panic recovered
 	BackoffMax   time.Duration
 	Dialer       func(ctx context.Context, addr string) (net.Conn, error)
 }
@@ -267,4 +268,10 @@ func (s *Server) CheckUpstream(ctx context.Context) (*runtimeapi.VersionResponse
 		return nil, err
 	}
 	return resp, nil
+}
+
+func (s *Server) panicked() {
+	if s.o.OnPanic != nil {
+		s.o.OnPanic()
+	}
 }
