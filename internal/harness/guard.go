@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -24,6 +25,11 @@ type GuardOptions struct {
 	Dir      string    // directory for the listening socket; required
 	Args     []string  // extra arguments after the standard ones
 	Log      io.Writer // also receives the process output (nil: only Logs)
+	// Activation, when set, is passed to cri-guard as systemd passes a
+	// socket unit's socket: on fd 3, with LISTEN_FDS=1 and LISTEN_PID set by
+	// a shell that then execs cri-guard. The caller keeps it open across
+	// restarts; --listen then names <Dir>/unused.sock, which stays unused.
+	Activation *net.UnixListener
 }
 
 // Guard is a running `cri-guard serve` process.
@@ -53,6 +59,11 @@ func StartGuard(ctx context.Context, opts GuardOptions) (*Guard, error) {
 		return nil, fmt.Errorf("start cri-guard: %w", err)
 	}
 	sock := filepath.Join(opts.Dir, "cri-guard.sock")
+	listen := sock
+	if opts.Activation != nil {
+		sock = opts.Activation.Addr().String()
+		listen = filepath.Join(opts.Dir, "unused.sock")
+	}
 	if len(sock) > maxSockPath {
 		return nil, fmt.Errorf("start cri-guard: socket path %q too long", sock)
 	}
@@ -62,11 +73,20 @@ func StartGuard(ctx context.Context, opts GuardOptions) (*Guard, error) {
 		out:      &syncBuffer{},
 		exited:   make(chan struct{}),
 	}
-	args := append([]string{"serve", "--listen", g.Endpoint, "--upstream", opts.Upstream}, opts.Args...)
+	args := append([]string{"serve", "--listen", "unix://" + listen, "--upstream", opts.Upstream}, opts.Args...)
 	// CRI_GUARD_ARGS adds arguments to every cri-guard the tests start,
 	// e.g. "--forwarding frames" to run the e2e tests on the frames core.
 	args = append(args, strings.Fields(os.Getenv("CRI_GUARD_ARGS"))...)
 	cmd := exec.Command(opts.Binary, args...)
+	if opts.Activation != nil {
+		f, err := opts.Activation.File()
+		if err != nil {
+			return nil, fmt.Errorf("start cri-guard: %w", err)
+		}
+		defer f.Close()
+		cmd = exec.Command("/bin/sh", append([]string{"-c", `LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" "$@"`, opts.Binary}, args...)...)
+		cmd.ExtraFiles = []*os.File{f}
+	}
 	var w io.Writer = g.out
 	if opts.Log != nil {
 		w = io.MultiWriter(g.out, opts.Log)

@@ -6,11 +6,9 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -224,75 +222,6 @@ func TestContainerdKilledUnderLoad(t *testing.T) {
 	}
 }
 
-// guardProcess is a cri-guard that a test stops and starts again.
-type guardProcess interface {
-	Stop() error
-	Logs() string
-}
-
-// activatedGuard is a cri-guard serving a socket that the test holds, as
-// systemd holds a socket unit's: passed on fd 3 with LISTEN_FDS=1 and
-// LISTEN_PID set by a shell that then execs cri-guard.
-type activatedGuard struct {
-	cmd  *exec.Cmd
-	out  *strings.Builder
-	mu   *sync.Mutex
-	done chan struct{}
-}
-
-func startActivated(t *testing.T, bin, upstream string, l *net.UnixListener, dir string) *activatedGuard {
-	t.Helper()
-	f, err := l.File()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	// --listen names a path that stays unused: the passed socket wins.
-	cmd := exec.Command("/bin/sh", "-c", `LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" "$@"`, bin,
-		"serve", "--listen", "unix://"+filepath.Join(dir, "unused.sock"), "--upstream", upstream)
-	cmd.ExtraFiles = []*os.File{f}
-	g := &activatedGuard{cmd: cmd, out: &strings.Builder{}, mu: &sync.Mutex{}, done: make(chan struct{})}
-	w := lockedWriter{g.out, g.mu}
-	cmd.Stdout, cmd.Stderr = w, w
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { cmd.Wait(); close(g.done) }()
-	return g
-}
-
-type lockedWriter struct {
-	b  *strings.Builder
-	mu *sync.Mutex
-}
-
-func (w lockedWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.Write(p)
-}
-
-func (g *activatedGuard) Logs() string {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.out.String()
-}
-
-func (g *activatedGuard) Stop() error {
-	g.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-g.done:
-	case <-time.After(15 * time.Second):
-		g.cmd.Process.Kill()
-		<-g.done
-		return errors.New("cri-guard did not stop on SIGTERM")
-	}
-	if !g.cmd.ProcessState.Success() {
-		return fmt.Errorf("cri-guard exited with %v", g.cmd.ProcessState)
-	}
-	return nil
-}
-
 // TestGuardRestartedUnderLoad stops cri-guard and starts it again on the
 // same socket while a kubelet client lists and creates pods through it:
 // once as a plain process that creates its socket, once socket-activated,
@@ -316,22 +245,21 @@ func testGuardRestartedUnderLoad(t *testing.T, activated bool) {
 	}
 	defer os.RemoveAll(dir)
 	endpoint := "unix://" + filepath.Join(dir, "cri-guard.sock")
-	var start func() guardProcess
+	opts := harness.GuardOptions{Binary: bin, Upstream: rt.Endpoint, Dir: dir}
 	if activated {
 		l, err := net.ListenUnix("unix", &net.UnixAddr{Name: filepath.Join(dir, "cri-guard.sock"), Net: "unix"})
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer l.Close()
-		start = func() guardProcess { return startActivated(t, bin, rt.Endpoint, l, dir) }
-	} else {
-		start = func() guardProcess {
-			g, err := harness.StartGuard(context.Background(), harness.GuardOptions{Binary: bin, Upstream: rt.Endpoint, Dir: dir})
-			if err != nil {
-				t.Fatal(err)
-			}
-			return g
+		opts.Activation = l
+	}
+	start := func() *harness.Guard {
+		g, err := harness.StartGuard(context.Background(), opts)
+		if err != nil {
+			t.Fatal(err)
 		}
+		return g
 	}
 	g := start()
 	rs := kubelet(t, endpoint)
