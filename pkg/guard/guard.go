@@ -86,7 +86,10 @@ func (g *Guard) Interceptors() []proxy.Interceptor {
 		proxy.Unary(runtimeapi.RuntimeService_UpdateContainerResources_FullMethodName, g.UpdateContainerResources),
 		proxy.Unary(runtimeapi.RuntimeService_UpdatePodSandboxResources_FullMethodName, g.UpdatePodSandboxResources),
 		proxy.Unary(runtimeapi.RuntimeService_StartContainer_FullMethodName, g.StartContainer),
-		proxy.Unary(runtimeapi.RuntimeService_ContainerStatus_FullMethodName, g.ContainerStatus),
+		onlyIfReplyHas{
+			needle: []byte(oomKilledReason),
+			typed:  proxy.Unary(runtimeapi.RuntimeService_ContainerStatus_FullMethodName, g.ContainerStatus),
+		},
 	}
 }
 

@@ -1,6 +1,7 @@
 package guard
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"path"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/cri-guard/cri-guard/pkg/oom"
 	"github.com/cri-guard/cri-guard/pkg/policy"
+	"github.com/cri-guard/cri-guard/pkg/proxy"
 )
 
 // This file explains memory failures on the way back: a runtime error that
@@ -162,12 +164,34 @@ func (g *Guard) StartContainer(ctx context.Context, req *runtimeapi.StartContain
 	return explainByContainer(g, req.GetContainerId(), 0, next)(ctx, req)
 }
 
+// oomKilledReason is the container status reason of an OOM kill.
+const oomKilledReason = "OOMKilled"
+
+// onlyIfReplyHas runs a typed interceptor only for replies whose bytes
+// contain needle. ContainerStatus is called for every container again and
+// again; its reason travels as plain bytes, so the few replies that can be
+// OOMKilled ones are decoded, and the others pass as they came, undecoded.
+type onlyIfReplyHas struct {
+	needle []byte
+	typed  proxy.Interceptor
+}
+
+func (o onlyIfReplyHas) Method() string { return o.typed.Method() }
+
+func (o onlyIfReplyHas) Intercept(ctx context.Context, req []byte, forward proxy.Forward) ([]byte, error) {
+	out, err := forward(ctx, req)
+	if err != nil || !bytes.Contains(out, o.needle) {
+		return out, err
+	}
+	return o.typed.Intercept(ctx, req, func(context.Context, []byte) ([]byte, error) { return out, nil })
+}
+
 // ContainerStatus adds to the status of a container that was OOM-killed
 // its memory limit, its peak usage and its pod's limit. Every other reply
 // keeps the runtime's bytes.
 func (g *Guard) ContainerStatus(ctx context.Context, req *runtimeapi.ContainerStatusRequest, next containerStatusNext) (*runtimeapi.ContainerStatusResponse, error) {
 	resp, err := next(ctx, req)
-	if err != nil || resp.GetStatus().GetReason() != "OOMKilled" {
+	if err != nil || resp.GetStatus().GetReason() != oomKilledReason {
 		return resp, err
 	}
 	if strings.HasPrefix(resp.GetStatus().GetMessage(), "cri-guard: ") {

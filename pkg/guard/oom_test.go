@@ -1,16 +1,20 @@
 package guard
 
 import (
+	"bytes"
 	"context"
+	"strings"
 	"testing"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/cri-guard/cri-guard/pkg/facts"
 	"github.com/cri-guard/cri-guard/pkg/policy"
+	"github.com/cri-guard/cri-guard/pkg/proxy"
 )
 
 // oomRuntime adds the verbose container status containerd gives.
@@ -147,5 +151,49 @@ func TestContainerStatusOOMKilled(t *testing.T) {
 	}
 	if killed.Status.Message != "" {
 		t.Error("the runtime's reply was changed in place")
+	}
+}
+
+// The registered ContainerStatus interceptor decodes only replies that can
+// be OOMKilled ones: others pass as they came, even bytes that would not
+// decode, and the runtime is asked once.
+func TestContainerStatusInterceptorDecodesOnlyOOMKilled(t *testing.T) {
+	g, _ := newOOMGuard(t)
+	var ic proxy.Interceptor
+	for _, i := range g.Interceptors() {
+		if i.Method() == runtimeapi.RuntimeService_ContainerStatus_FullMethodName {
+			ic = i
+		}
+	}
+	req, _ := proto.Marshal(&runtimeapi.ContainerStatusRequest{ContainerId: "c1"})
+	killed, _ := proto.Marshal(&runtimeapi.ContainerStatusResponse{Status: &runtimeapi.ContainerStatus{Id: "c1", Reason: "OOMKilled", ExitCode: 137}})
+	for name, tc := range map[string]struct {
+		reply    []byte
+		enriched bool
+	}{
+		"running, as it came":          {reply: []byte{0x0a, 0x02, 0x0a, 0x00}},
+		"undecodable, still untouched": {reply: []byte{0xff, 0xff, 0xff}},
+		"OOMKilled, explained":         {reply: killed, enriched: true},
+	} {
+		t.Run(name, func(t *testing.T) {
+			calls := 0
+			out, err := ic.Intercept(context.Background(), req, func(context.Context, []byte) ([]byte, error) {
+				calls++
+				return tc.reply, nil
+			})
+			if err != nil || calls != 1 {
+				t.Fatalf("err %v, %d calls to the runtime", err, calls)
+			}
+			if !tc.enriched {
+				if !bytes.Equal(out, tc.reply) {
+					t.Errorf("reply changed: %x", out)
+				}
+				return
+			}
+			var resp runtimeapi.ContainerStatusResponse
+			if err := proto.Unmarshal(out, &resp); err != nil || !strings.HasPrefix(resp.GetStatus().GetMessage(), "cri-guard: pod team-a/web: container app was OOM-killed") {
+				t.Errorf("got %q, %v", resp.GetStatus().GetMessage(), err)
+			}
+		})
 	}
 }
