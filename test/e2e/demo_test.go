@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -95,5 +96,74 @@ func TestDemo(t *testing.T) {
 		if _, err := os.Stat(m[1]); !os.IsNotExist(err) {
 			t.Errorf("scratch directory %s left behind (%v)", m[1], err)
 		}
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a writer and a reader at once.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestRun runs `make run`'s program: it serves until cancelled (Ctrl-C in
+// make run), a kubelet client works through the socket it prints, and it
+// cleans everything up when cancelled.
+func TestRun(t *testing.T) {
+	_, bin := sharedRuntime(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out syncBuffer
+	done := make(chan error, 1)
+	go func() { done <- demo.Serve(ctx, demo.Options{Binary: bin, Out: &out}) }()
+
+	socket := regexp.MustCompile(`cri-guard listens on (\S+)`)
+	deadline := time.Now().Add(2 * time.Minute)
+	var m []string
+	for m = socket.FindStringSubmatch(out.String()); m == nil; m = socket.FindStringSubmatch(out.String()) {
+		select {
+		case err := <-done:
+			t.Fatalf("make run ended early: %v\n%s", err, out.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("make run never printed its socket:\n%s", out.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !strings.Contains(out.String(), "--runtime-endpoint unix://"+m[1]) {
+		t.Errorf("no crictl line for %s:\n%s", m[1], out.String())
+	}
+	if _, err := kubelet(t, "unix://"+m[1]).Version(context.Background(), ""); err != nil {
+		t.Errorf("Version through make run's cri-guard: %v", err)
+	}
+
+	cancel() // as Ctrl-C does
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("make run on Ctrl-C: %v\n%s", err, out.String())
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("make run did not stop on Ctrl-C")
+	}
+	if !strings.Contains(out.String(), "\nCleaned up: ") {
+		t.Errorf("no cleanup report:\n%s", out.String())
+	}
+	if sd := regexp.MustCompile(`Scratch directory: (\S+) `).FindStringSubmatch(out.String()); sd == nil {
+		t.Errorf("no scratch directory printed")
+	} else if _, err := os.Stat(sd[1]); !os.IsNotExist(err) {
+		t.Errorf("scratch directory %s left behind (%v)", sd[1], err)
 	}
 }
