@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"time"
 
@@ -82,31 +83,25 @@ func (c *conn) serve() {
 	c.nc.SetReadDeadline(time.Time{})
 	c.k = newSide(c.nc, false)
 	c.k.greet()
-	go func() {
-		defer c.recoverClose()
-		c.k.writeLoop()
-		c.close()
-	}()
-	fr := http2.NewFramer(nil, br)
-	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-	fr.MaxHeaderListSize = ourMaxHeaderList
-	fr.SetMaxReadFrameSize(ourMaxFrame)
+	r := newFrameReader(br)
+	fl := r.fl
+	defer fl.flush()
 	first := true
 	for {
-		f, err := fr.ReadFrame()
+		f, err := r.next()
 		if err != nil {
 			var se http2.StreamError
 			if errors.As(err, &se) && !first {
 				if os := c.k.lookup(se.StreamID); os != nil {
-					c.kubeletReset(os)
+					c.kubeletReset(os, fl)
 				}
 				id := se.StreamID
-				c.k.control(func(fr *http2.Framer) error { return fr.WriteRSTStream(id, se.Code) })
+				c.k.control(fl, func(fr *http2.Framer) error { return fr.WriteRSTStream(id, se.Code) })
 				continue
 			}
 			var ce http2.ConnectionError
 			if errors.As(err, &ce) {
-				c.k.control(func(fr *http2.Framer) error { return fr.WriteGoAway(0, http2.ErrCode(ce), nil) })
+				c.k.control(nil, func(fr *http2.Framer) error { return fr.WriteGoAway(0, http2.ErrCode(ce), nil) })
 				c.k.finish()
 				time.Sleep(10 * time.Millisecond)
 			}
@@ -121,24 +116,24 @@ func (c *conn) serve() {
 		switch f := f.(type) {
 		case *http2.SettingsFrame:
 			if !f.IsAck() {
-				c.k.settings(f)
+				c.k.settings(fl, f)
 			}
 		case *http2.PingFrame:
 			if !f.IsAck() {
 				d := f.Data
-				c.k.control(func(fr *http2.Framer) error { return fr.WritePing(true, d) })
+				c.k.control(fl, func(fr *http2.Framer) error { return fr.WritePing(true, d) })
 			}
 		case *http2.WindowUpdateFrame:
-			c.k.windowUpdate(f.StreamID, f.Increment)
+			c.k.windowUpdate(fl, f.StreamID, f.Increment)
 		case *http2.MetaHeadersFrame:
-			if !c.kubeletHeaders(f) {
+			if !c.kubeletHeaders(f, fl) {
 				return
 			}
 		case *http2.DataFrame:
-			c.kubeletData(f)
+			c.kubeletData(f, fl)
 		case *http2.RSTStreamFrame:
 			if os := c.k.lookup(f.StreamID); os != nil {
-				c.kubeletReset(os)
+				c.kubeletReset(os, fl)
 			}
 		case *http2.PushPromiseFrame:
 			return
@@ -193,10 +188,14 @@ func (c *conn) drain() {
 	c.k.mu.Lock()
 	last := c.k.lastID
 	c.k.mu.Unlock()
-	c.k.control(func(fr *http2.Framer) error { return fr.WriteGoAway(last, http2.ErrCodeNo, nil) })
-	if idle {
-		c.k.finish()
-	}
+	// Not on the caller's goroutine: a kubelet that does not read must not
+	// hold up a shutdown.
+	go func() {
+		c.k.control(nil, func(fr *http2.Framer) error { return fr.WriteGoAway(last, http2.ErrCodeNo, nil) })
+		if idle {
+			c.k.finish()
+		}
+	}()
 }
 
 func (c *conn) streamDone(rs *rstream, code codes.Code) {
@@ -214,14 +213,14 @@ func (c *conn) streamDone(rs *rstream, code codes.Code) {
 
 // kubeletHeaders handles HEADERS from the kubelet; false closes the
 // connection.
-func (c *conn) kubeletHeaders(f *http2.MetaHeadersFrame) bool {
+func (c *conn) kubeletHeaders(f *http2.MetaHeadersFrame, fl *flusher) bool {
 	id := f.StreamID
 	end := f.StreamEnded()
 	if os := c.k.lookup(id); os != nil {
 		// Trailers from the client: gRPC sends none, but relay them.
 		rs := os.rs
 		if rs.u != nil && rs.ic == nil {
-			rs.up.push(rs.u, item{kind: kHeaders, fields: f.Fields, end: end})
+			rs.up.pushHeaders(fl, rs.u, f.Fields, end)
 		}
 		if end {
 			c.k.recvEnded(os)
@@ -239,19 +238,19 @@ func (c *conn) kubeletHeaders(f *http2.MetaHeadersFrame) bool {
 	c.k.lastID = id
 	c.k.mu.Unlock()
 	if f.Truncated {
-		c.k.control(func(fr *http2.Framer) error { return fr.WriteRSTStream(id, http2.ErrCodeRefusedStream) })
+		c.k.control(fl, func(fr *http2.Framer) error { return fr.WriteRSTStream(id, http2.ErrCodeRefusedStream) })
 		return true
 	}
 	c.mu.Lock()
 	if c.draining || c.closed {
 		c.mu.Unlock()
-		c.k.control(func(fr *http2.Framer) error { return fr.WriteRSTStream(id, http2.ErrCodeRefusedStream) })
+		c.k.control(fl, func(fr *http2.Framer) error { return fr.WriteRSTStream(id, http2.ErrCodeRefusedStream) })
 		return true
 	}
 	c.active++
 	c.mu.Unlock()
 
-	rs := &rstream{c: c, method: f.PseudoValue("path"), start: time.Now(), fields: f.Fields}
+	rs := &rstream{c: c, method: f.PseudoValue("path"), start: time.Now()}
 	for _, hf := range f.Fields {
 		if hf.Name == "grpc-timeout" {
 			if d, ok := parseTimeout(hf.Value); ok {
@@ -268,6 +267,7 @@ func (c *conn) kubeletHeaders(f *http2.MetaHeadersFrame) bool {
 	}
 	if ic := c.s.interceptors[rs.method]; ic != nil {
 		rs.ic = ic
+		rs.fields = slices.Clone(f.Fields)
 		if end {
 			c.startIntercept(rs)
 		}
@@ -275,30 +275,30 @@ func (c *conn) kubeletHeaders(f *http2.MetaHeadersFrame) bool {
 	}
 	up, err := c.upstream()
 	if err != nil {
-		c.finish(rs, c.s.unavailable(err), nil)
+		c.finish(rs, c.s.unavailable(err), nil, fl)
 		return true
 	}
 	rs.up = up
 	rs.u = &ostream{rs: rs}
-	if !up.push(rs.u, item{kind: kHeaders, fields: f.Fields, end: end}) {
-		c.finish(rs, c.s.unavailable(errors.New("connection closed")), nil)
+	if !up.pushHeaders(fl, rs.u, f.Fields, end) {
+		c.finish(rs, c.s.unavailable(errors.New("connection closed")), nil, fl)
 	}
 	return true
 }
 
-func (c *conn) kubeletData(f *http2.DataFrame) {
+func (c *conn) kubeletData(f *http2.DataFrame, fl *flusher) {
 	data := f.Data()
 	n := int(f.Length)
 	end := f.StreamEnded()
 	os := c.k.lookupOpen(f.StreamID)
 	if os == nil {
-		c.k.credit(nil, n)
+		c.k.credit(fl, nil, n)
 		return
 	}
 	rs := os.rs
 	max := c.s.o.MaxMsgSize
 	if rs.ic != nil {
-		c.k.credit(os, n)
+		c.k.credit(fl, os, n)
 		if rs.refused {
 			if end {
 				c.k.recvEnded(os)
@@ -307,7 +307,7 @@ func (c *conn) kubeletData(f *http2.DataFrame) {
 		}
 		if off, size := rs.req.feed(data, max); off >= 0 {
 			rs.refused = true
-			c.finish(rs, tooLarge(size, max), nil)
+			c.finish(rs, tooLarge(size, max), nil, fl)
 			return
 		}
 		rs.body = append(rs.body, data...)
@@ -321,21 +321,20 @@ func (c *conn) kubeletData(f *http2.DataFrame) {
 	done := rs.done
 	c.mu.Unlock()
 	if done || rs.u == nil {
-		c.k.credit(os, n)
+		c.k.credit(fl, os, n)
 		if end {
 			c.k.recvEnded(os)
 		}
 		return
 	}
 	if off, size := rs.req.feed(data, max); off >= 0 {
-		c.k.credit(os, n)
-		rs.up.reset(rs.u, http2.ErrCodeCancel)
-		c.finish(rs, tooLarge(size, max), nil)
+		c.k.credit(fl, os, n)
+		rs.up.reset(fl, rs.u, http2.ErrCodeCancel)
+		c.finish(rs, tooLarge(size, max), nil, fl)
 		return
 	}
-	buf, pool := copyData(data)
-	c.k.credit(os, n-len(data))
-	rs.up.push(rs.u, item{kind: kData, data: buf, end: end, src: c.k, srcOS: os, pool: pool})
+	c.k.credit(fl, os, n-len(data))
+	rs.up.pushData(fl, rs.u, data, end, c.k, os)
 	if end {
 		c.k.recvEnded(os)
 	}
@@ -347,7 +346,7 @@ func tooLarge(size uint64, max int) *status.Status {
 
 // kubeletReset handles RST_STREAM from the kubelet: the call is cancelled
 // upstream.
-func (c *conn) kubeletReset(os *ostream) {
+func (c *conn) kubeletReset(os *ostream, fl *flusher) {
 	c.k.abandon(os)
 	rs := os.rs
 	c.mu.Lock()
@@ -359,7 +358,7 @@ func (c *conn) kubeletReset(os *ostream) {
 		cancel()
 	}
 	if rs.u != nil {
-		rs.up.reset(rs.u, http2.ErrCodeCancel)
+		rs.up.reset(fl, rs.u, http2.ErrCodeCancel)
 	}
 	if !done {
 		c.streamDone(rs, codes.Canceled)
@@ -367,7 +366,7 @@ func (c *conn) kubeletReset(os *ostream) {
 }
 
 // finish ends a call toward the kubelet with st, unless it has ended.
-func (c *conn) finish(rs *rstream, st *status.Status, md metadata.MD) {
+func (c *conn) finish(rs *rstream, st *status.Status, md metadata.MD, fl *flusher) {
 	c.mu.Lock()
 	if rs.done {
 		c.mu.Unlock()
@@ -378,12 +377,12 @@ func (c *conn) finish(rs *rstream, st *status.Status, md metadata.MD) {
 	rs.respHeaders = true
 	c.mu.Unlock()
 	if hdr {
-		c.k.push(rs.k, item{kind: kHeaders, fields: appendMD(statusFields(st), md), end: true})
+		c.k.push(fl, rs.k, item{kind: kHeaders, fields: appendMD(statusFields(st), md), end: true})
 	} else {
-		c.k.push(rs.k, item{kind: kHeaders, fields: trailersOnly(st, md), end: true})
+		c.k.push(fl, rs.k, item{kind: kHeaders, fields: trailersOnly(st, md), end: true})
 	}
 	if rs.u != nil {
-		rs.up.reset(rs.u, http2.ErrCodeCancel)
+		rs.up.reset(fl, rs.u, http2.ErrCodeCancel)
 	}
 	c.streamDone(rs, st.Code())
 }
@@ -433,10 +432,6 @@ func (c *conn) upstream() (*side, error) {
 	c.up = up
 	c.ups[up] = true
 	c.mu.Unlock()
-	go func() {
-		defer c.recoverClose()
-		up.writeLoop()
-	}()
 	go c.readUpstream(up)
 	return up, nil
 }
@@ -451,20 +446,19 @@ func (c *conn) readUpstream(up *side) {
 		}
 		c.upstreamClosed(up, why)
 	}()
-	fr := http2.NewFramer(nil, bufio.NewReaderSize(up.nc, 64<<10))
-	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-	fr.MaxHeaderListSize = ourMaxHeaderList
-	fr.SetMaxReadFrameSize(ourMaxFrame)
+	r := newFrameReader(bufio.NewReaderSize(up.nc, 64<<10))
+	fl := r.fl
+	defer fl.flush()
 	for {
-		f, err := fr.ReadFrame()
+		f, err := r.next()
 		if err != nil {
 			var se http2.StreamError
 			if errors.As(err, &se) {
 				if os := up.lookup(se.StreamID); os != nil {
-					c.upstreamReset(up, os, se.Code)
+					c.upstreamReset(up, os, se.Code, fl)
 				}
 				id := se.StreamID
-				up.control(func(fr *http2.Framer) error { return fr.WriteRSTStream(id, se.Code) })
+				up.control(fl, func(fr *http2.Framer) error { return fr.WriteRSTStream(id, se.Code) })
 				continue
 			}
 			if err != io.EOF {
@@ -475,15 +469,15 @@ func (c *conn) readUpstream(up *side) {
 		switch f := f.(type) {
 		case *http2.SettingsFrame:
 			if !f.IsAck() {
-				up.settings(f)
+				up.settings(fl, f)
 			}
 		case *http2.PingFrame:
 			if !f.IsAck() {
 				d := f.Data
-				up.control(func(fr *http2.Framer) error { return fr.WritePing(true, d) })
+				up.control(fl, func(fr *http2.Framer) error { return fr.WritePing(true, d) })
 			}
 		case *http2.WindowUpdateFrame:
-			up.windowUpdate(f.StreamID, f.Increment)
+			up.windowUpdate(fl, f.StreamID, f.Increment)
 		case *http2.GoAwayFrame:
 			c.upstreamGoAway(up, f.LastStreamID)
 		case *http2.MetaHeadersFrame:
@@ -497,39 +491,39 @@ func (c *conn) readUpstream(up *side) {
 			}
 			if rs.sink != nil {
 				if rs.sink.headers(f.Fields, f.StreamEnded()) {
-					up.reset(os, http2.ErrCodeCancel)
+					up.reset(fl, os, http2.ErrCodeCancel)
 				}
 				continue
 			}
-			c.upstreamHeaders(rs, f)
+			c.upstreamHeaders(rs, f, fl)
 		case *http2.DataFrame:
 			n := int(f.Length)
 			os := up.lookup(f.StreamID)
 			if os == nil {
-				up.credit(nil, n)
+				up.credit(fl, nil, n)
 				continue
 			}
 			rs := os.rs
 			if rs.sink != nil {
-				up.credit(os, n)
+				up.credit(fl, os, n)
 				if f.StreamEnded() {
 					up.recvEnded(os)
 				}
 				if rs.sink.data(f.Data(), f.StreamEnded()) {
-					up.reset(os, http2.ErrCodeCancel)
+					up.reset(fl, os, http2.ErrCodeCancel)
 				}
 				continue
 			}
-			c.upstreamData(up, rs, os, f)
+			c.upstreamData(up, rs, os, f, fl)
 		case *http2.RSTStreamFrame:
 			if os := up.lookup(f.StreamID); os != nil {
-				c.upstreamReset(up, os, f.ErrCode)
+				c.upstreamReset(up, os, f.ErrCode, fl)
 			}
 		}
 	}
 }
 
-func (c *conn) upstreamHeaders(rs *rstream, f *http2.MetaHeadersFrame) {
+func (c *conn) upstreamHeaders(rs *rstream, f *http2.MetaHeadersFrame, fl *flusher) {
 	end := f.StreamEnded()
 	c.mu.Lock()
 	if rs.done {
@@ -541,18 +535,14 @@ func (c *conn) upstreamHeaders(rs *rstream, f *http2.MetaHeadersFrame) {
 		rs.done = true
 	}
 	c.mu.Unlock()
-	c.k.push(rs.k, item{kind: kHeaders, fields: f.Fields, end: end})
+	c.k.pushHeaders(fl, rs.k, f.Fields, end)
 	if end {
 		rs.up.abandon(rs.u)
-		code := codes.Unknown
-		if st, ok := statusOf(f.Fields); ok {
-			code = st.Code()
-		}
-		c.streamDone(rs, code)
+		c.streamDone(rs, codeOf(f.Fields))
 	}
 }
 
-func (c *conn) upstreamData(up *side, rs *rstream, os *ostream, f *http2.DataFrame) {
+func (c *conn) upstreamData(up *side, rs *rstream, os *ostream, f *http2.DataFrame, fl *flusher) {
 	data := f.Data()
 	n := int(f.Length)
 	end := f.StreamEnded()
@@ -563,26 +553,25 @@ func (c *conn) upstreamData(up *side, rs *rstream, os *ostream, f *http2.DataFra
 	}
 	c.mu.Unlock()
 	if done {
-		up.credit(os, n)
+		up.credit(fl, os, n)
 		return
 	}
 	max := c.s.o.MaxMsgSize
 	if off, size := rs.resp.feed(data, max); off >= 0 {
-		up.credit(os, n)
+		up.credit(fl, os, n)
 		if off > 0 {
-			c.k.push(rs.k, item{kind: kData, data: append([]byte(nil), data[:off]...)})
+			c.k.push(fl, rs.k, item{kind: kData, data: append([]byte(nil), data[:off]...)})
 		}
 		if end {
 			c.mu.Lock()
 			rs.done = false
 			c.mu.Unlock()
 		}
-		c.finish(rs, tooLarge(size, max), nil)
+		c.finish(rs, tooLarge(size, max), nil, fl)
 		return
 	}
-	buf, pool := copyData(data)
-	up.credit(os, n-len(data))
-	c.k.push(rs.k, item{kind: kData, data: buf, end: end, src: up, srcOS: os, pool: pool})
+	up.credit(fl, os, n-len(data))
+	c.k.pushData(fl, rs.k, data, end, up, os)
 	if end {
 		// No trailers: the kubelet's client reports the error.
 		up.abandon(os)
@@ -591,7 +580,7 @@ func (c *conn) upstreamData(up *side, rs *rstream, os *ostream, f *http2.DataFra
 }
 
 // upstreamReset handles RST_STREAM from the runtime.
-func (c *conn) upstreamReset(up *side, os *ostream, code http2.ErrCode) {
+func (c *conn) upstreamReset(up *side, os *ostream, code http2.ErrCode, fl *flusher) {
 	up.abandon(os)
 	rs := os.rs
 	if rs.sink != nil {
@@ -607,7 +596,7 @@ func (c *conn) upstreamReset(up *side, os *ostream, code http2.ErrCode) {
 	if !rs.deadline.IsZero() && code == http2.ErrCodeCancel && !time.Now().Add(20*time.Millisecond).Before(rs.deadline) {
 		st = status.New(codes.DeadlineExceeded, context.DeadlineExceeded.Error())
 	}
-	c.finish(rs, st, nil)
+	c.finish(rs, st, nil, fl)
 }
 
 // upstreamLost fails a call whose runtime connection is gone.
@@ -618,7 +607,7 @@ func (c *conn) upstreamLost(rs *rstream, why string) {
 		return
 	}
 	if rs.k != nil {
-		c.finish(rs, st, nil)
+		c.finish(rs, st, nil, nil)
 	}
 }
 

@@ -119,9 +119,9 @@ func (c *conn) reply(rs *rstream, out []byte, err error, hdr, tlr metadata.MD) {
 			}
 			rs.respHeaders = true
 			c.mu.Unlock()
-			c.k.push(rs.k, item{kind: kHeaders, fields: appendMD([]hpack.HeaderField{{Name: ":status", Value: "200"}, {Name: "content-type", Value: "application/grpc"}}, hdr)})
+			c.k.push(nil, rs.k, item{kind: kHeaders, fields: appendMD([]hpack.HeaderField{{Name: ":status", Value: "200"}, {Name: "content-type", Value: "application/grpc"}}, hdr)})
 		}
-		c.finish(rs, st, tlr)
+		c.finish(rs, st, tlr, nil)
 		return
 	}
 	c.mu.Lock()
@@ -135,7 +135,7 @@ func (c *conn) reply(rs *rstream, out []byte, err error, hdr, tlr metadata.MD) {
 	body := make([]byte, 5+len(out))
 	binary.BigEndian.PutUint32(body[1:5], uint32(len(out)))
 	copy(body[5:], out)
-	c.k.push(rs.k,
+	c.k.push(nil, rs.k,
 		item{kind: kHeaders, fields: appendMD([]hpack.HeaderField{{Name: ":status", Value: "200"}, {Name: "content-type", Value: "application/grpc"}}, hdr)},
 		item{kind: kData, data: body},
 		item{kind: kHeaders, fields: appendMD([]hpack.HeaderField{{Name: "grpc-status", Value: "0"}}, tlr), end: true})
@@ -169,13 +169,13 @@ func (c *conn) forward(ctx context.Context, rs *rstream, body []byte, hdr, tlr *
 	frame := make([]byte, 5+len(body))
 	binary.BigEndian.PutUint32(frame[1:5], uint32(len(body)))
 	copy(frame[5:], body)
-	if !up.push(fs.u, item{kind: kHeaders, fields: fields}, item{kind: kData, data: frame, end: true}) {
+	if !up.push(nil, fs.u, item{kind: kHeaders, fields: fields}, item{kind: kData, data: frame, end: true}) {
 		return nil, c.s.unavailable(errors.New("connection closed")).Err()
 	}
 	select {
 	case <-fs.sink.done:
 	case <-ctx.Done():
-		up.reset(fs.u, http2.ErrCodeCancel)
+		up.reset(nil, fs.u, http2.ErrCodeCancel)
 		return nil, status.FromContextError(ctx.Err()).Err()
 	}
 	*hdr, *tlr = fs.sink.hdr, fs.sink.tlr

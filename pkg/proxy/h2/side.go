@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"net"
+	"slices"
 	"sync"
 
 	"golang.org/x/net/http2"
@@ -75,35 +76,75 @@ type ostream struct {
 	rs      *rstream
 }
 
-// side is one HTTP/2 connection, the kubelet's or the runtime's, and the
-// goroutine that writes to it.
+// side is one HTTP/2 connection, the kubelet's or the runtime's.
+//
+// There is no writer goroutine. Frames are queued under mu, and whichever
+// goroutine queues work while no other is writing becomes the writer: it
+// writes what can be written (see drain), then gives the role up. A
+// goroutine that finds another writing leaves its work to that one. So a
+// relayed frame is usually written by the goroutine that read it, with no
+// hand-off, as a byte splice would; a slow peer blocks only the goroutine
+// writing to it, and what others queue meanwhile is bounded by flow control.
 type side struct {
 	nc       net.Conn
 	upstream bool // the runtime's: this endpoint is the client
-	bw       *bufio.Writer
-	wfr      *http2.Framer
-	enc      *hpack.Encoder
-	hbuf     bytes.Buffer
 
-	mu         sync.Mutex
-	cond       sync.Cond
-	ctrl       []func(*http2.Framer) error
-	ready      []*ostream
-	streams    map[uint32]*ostream
-	connWin    int64
-	initWin    int64
-	maxFrame   uint32
-	maxHdrList uint32
-	tableSize  uint32
-	newTable   bool
-	connCredit int64
-	credits    []*ostream
-	nextID     uint32
-	closed     bool
-	finishing  bool
-	goaway     bool   // the peer sent GOAWAY: no new streams
-	lastID     uint32 // highest stream id the peer opened (kubelet side)
-	done       chan struct{}
+	// Only the writer (writing is true) uses these.
+	bw    *bufio.Writer
+	wfr   *http2.Framer
+	enc   *hpack.Encoder
+	hbuf  bytes.Buffer
+	batch []wframe
+	wctrl []func(*http2.Framer) error
+	wcred []credit
+
+	mu          sync.Mutex
+	writing     bool // a goroutine is the writer
+	flushWanted bool // the writer must flush before it gives up the role
+	ctrl        []func(*http2.Framer) error
+	ready       []*ostream
+	streams     map[uint32]*ostream
+	connWin     int64
+	initWin     int64
+	maxFrame    uint32
+	maxHdrList  uint32
+	tableSize   uint32
+	newTable    bool
+	connCredit  int64
+	credits     []*ostream
+	nextID      uint32
+	closed      bool
+	finishing   bool
+	goaway      bool   // the peer sent GOAWAY: no new streams
+	lastID      uint32 // highest stream id the peer opened (kubelet side)
+}
+
+// credit is a WINDOW_UPDATE to write.
+type credit struct {
+	id uint32
+	n  int64
+}
+
+// flusher is a reader's list of the sides it wrote to without flushing. A
+// reader flushes them before it would block on a read, so the frames it
+// relays from one read leave in one write.
+type flusher struct{ sides []*side }
+
+func (fl *flusher) note(s *side) {
+	for _, x := range fl.sides {
+		if x == s {
+			return
+		}
+	}
+	fl.sides = append(fl.sides, s)
+}
+
+func (fl *flusher) flush() {
+	for i, s := range fl.sides {
+		s.flush()
+		fl.sides[i] = nil
+	}
+	fl.sides = fl.sides[:0]
 }
 
 func newSide(nc net.Conn, upstream bool) *side {
@@ -118,17 +159,16 @@ func newSide(nc net.Conn, upstream bool) *side {
 		maxHdrList: 0, // unlimited until the peer says otherwise
 		tableSize:  4096,
 		nextID:     1,
-		done:       make(chan struct{}),
 	}
-	s.cond.L = &s.mu
 	s.wfr = http2.NewFramer(s.bw, nil)
 	s.enc = hpack.NewEncoder(&s.hbuf)
 	return s
 }
 
-// greet queues this endpoint's SETTINGS and connection window.
+// greet queues this endpoint's SETTINGS and connection window and writes
+// them.
 func (s *side) greet() {
-	s.control(func(fr *http2.Framer) error {
+	s.control(nil, func(fr *http2.Framer) error {
 		st := []http2.Setting{
 			{ID: http2.SettingInitialWindowSize, Val: ourStreamWindow},
 			{ID: http2.SettingMaxFrameSize, Val: ourMaxFrame},
@@ -144,14 +184,37 @@ func (s *side) greet() {
 	})
 }
 
-// control queues a connection-level frame.
-func (s *side) control(f func(*http2.Framer) error) {
-	s.mu.Lock()
-	if !s.closed {
-		s.ctrl = append(s.ctrl, f)
-		s.cond.Signal()
+// becomeWriterLocked is called with s.mu held after work was queued. It
+// returns true when the caller is now the writer and must call drain. A
+// caller without a flusher (fl is nil) wants its frames flushed: if another
+// goroutine is the writer, that one will flush them.
+func (s *side) becomeWriterLocked(fl *flusher) bool {
+	if s.closed {
+		return false
 	}
+	if s.writing {
+		if fl == nil {
+			s.flushWanted = true
+		}
+		return false
+	}
+	s.writing = true
+	return true
+}
+
+// control queues a connection-level frame.
+func (s *side) control(fl *flusher, f func(*http2.Framer) error) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	s.ctrl = append(s.ctrl, f)
+	w := s.becomeWriterLocked(fl)
 	s.mu.Unlock()
+	if w {
+		s.drain(fl)
+	}
 }
 
 // register makes os known under id; call with s.mu held.
@@ -179,16 +242,16 @@ func (s *side) lookupOpen(id uint32) *ostream {
 	return nil
 }
 
-// push queues items on os and wakes the writer. It returns false when the
-// side is closed: nothing was queued.
-func (s *side) push(os *ostream, its ...item) bool {
+// push queues items on os and writes them if no other goroutine is
+// writing. It returns false when the side is closed: nothing was queued.
+func (s *side) push(fl *flusher, os *ostream, its ...item) bool {
 	s.mu.Lock()
 	if s.closed || os.sentEnd {
 		closed := s.closed
 		s.mu.Unlock()
 		for _, it := range its {
 			if it.kind == kData && it.src != nil {
-				it.src.credit(it.srcOS, len(it.data))
+				it.src.credit(nil, it.srcOS, len(it.data))
 			}
 		}
 		return !closed
@@ -204,8 +267,77 @@ func (s *side) push(os *ostream, its ...item) bool {
 		os.inReady = true
 		s.ready = append(s.ready, os)
 	}
-	s.cond.Signal()
+	w := s.becomeWriterLocked(fl)
 	s.mu.Unlock()
+	if w {
+		s.drain(fl)
+	}
+	return true
+}
+
+// pushData relays a DATA payload received from src on srcOS. p is only
+// borrowed: when nothing is queued ahead of it on os, the windows allow it
+// and no other goroutine is writing, it is written at once, with no copy;
+// otherwise a copy is queued. The padding and anything not forwarded is the
+// caller's to credit.
+func (s *side) pushData(fl *flusher, os *ostream, p []byte, end bool, src *side, srcOS *ostream) bool {
+	n := int64(len(p))
+	s.mu.Lock()
+	if s.closed || os.sentEnd || s.writing || os.id == 0 || os.head != len(os.items) || n > s.connWin || n > os.win {
+		s.mu.Unlock()
+		buf, pool := copyData(p)
+		return s.push(fl, os, item{kind: kData, data: buf, end: end, src: src, srcOS: srcOS, pool: pool})
+	}
+	s.writing = true
+	s.connWin -= n
+	os.win -= n
+	if end {
+		os.sentEnd = true
+		os.items, os.head = nil, 0
+		if os.recvEnd {
+			delete(s.streams, os.id)
+		}
+	}
+	maxFrame := int(s.maxFrame)
+	s.mu.Unlock()
+	if err := s.writeData(os.id, p, end, maxFrame); err != nil {
+		s.fail()
+		return true
+	}
+	src.credit(fl, srcOS, len(p))
+	s.drain(fl)
+	return true
+}
+
+// pushHeaders relays a header block. fields are only borrowed: when nothing
+// is queued ahead of them on os and no other goroutine is writing, they are
+// written at once; otherwise a copy is queued.
+func (s *side) pushHeaders(fl *flusher, os *ostream, fields []hpack.HeaderField, end bool) bool {
+	s.mu.Lock()
+	if s.closed || os.sentEnd || s.writing || os.head != len(os.items) || os.id == 0 && s.goaway {
+		s.mu.Unlock()
+		return s.push(fl, os, item{kind: kHeaders, fields: slices.Clone(fields), end: end})
+	}
+	s.writing = true
+	if os.id == 0 {
+		s.registerLocked(os, s.nextID)
+		s.nextID += 2
+	}
+	if end {
+		os.sentEnd = true
+		os.items, os.head = nil, 0
+		if os.recvEnd {
+			delete(s.streams, os.id)
+		}
+	}
+	maxFrame, maxHdr := int(s.maxFrame), s.maxHdrList
+	s.mu.Unlock()
+	w := wframe{os: os, it: item{kind: kHeaders, fields: fields, end: end}}
+	if err := s.write(fl, &w, maxFrame, maxHdr); err != nil {
+		s.fail()
+		return true
+	}
+	s.drain(fl)
 	return true
 }
 
@@ -222,26 +354,29 @@ func (s *side) abandon(os *ostream) {
 	s.mu.Unlock()
 	for _, it := range drop {
 		if it.kind == kData && it.src != nil {
-			it.src.credit(it.srcOS, len(it.data))
+			it.src.credit(nil, it.srcOS, len(it.data))
 		}
 	}
 }
 
-// finishing closes the side once everything queued has been written.
+// finish closes the side once everything queued has been written.
 func (s *side) finish() {
 	s.mu.Lock()
 	s.finishing = true
-	s.cond.Signal()
+	w := s.becomeWriterLocked(nil)
 	s.mu.Unlock()
+	if w {
+		s.drain(nil)
+	}
 }
 
 // reset drops what is queued on os and queues RST_STREAM, unless the
 // stream already ended toward this side. Data that will never be sent is
 // credited to where it came from.
-func (s *side) reset(os *ostream, code http2.ErrCode) {
+func (s *side) reset(fl *flusher, os *ostream, code http2.ErrCode) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	var drop []item
+	w := false
 	if !s.closed && !os.rst && !(os.sentEnd && os.recvEnd) {
 		os.rst = true
 		drop = os.items[os.head:]
@@ -255,20 +390,25 @@ func (s *side) reset(os *ostream, code http2.ErrCode) {
 				os.inReady = true
 				s.ready = append(s.ready, os)
 			}
-			s.cond.Signal()
+			w = s.becomeWriterLocked(fl)
 		}
 	}
 	os.recvEnd = true
+	s.mu.Unlock()
 	for _, it := range drop {
 		if it.kind == kData && it.src != nil {
-			go it.src.credit(it.srcOS, len(it.data))
+			it.src.credit(nil, it.srcOS, len(it.data))
 		}
+	}
+	if w {
+		s.drain(fl)
 	}
 }
 
 // credit records that n bytes received from this side on os (nil: the
-// connection only) were consumed.
-func (s *side) credit(os *ostream, n int) {
+// connection only) were consumed, and writes a WINDOW_UPDATE once enough
+// are owed.
+func (s *side) credit(fl *flusher, os *ostream, n int) {
 	if n <= 0 {
 		return
 	}
@@ -282,26 +422,30 @@ func (s *side) credit(os *ostream, n int) {
 		os.credit += int64(n)
 		wake = wake || os.credit >= creditThreshold
 	}
-	if wake {
-		s.cond.Signal()
-	}
+	w := wake && s.becomeWriterLocked(fl)
 	s.mu.Unlock()
+	if w {
+		s.drain(fl)
+	}
 }
 
 // windowUpdate applies a WINDOW_UPDATE received from this side.
-func (s *side) windowUpdate(id uint32, n uint32) {
+func (s *side) windowUpdate(fl *flusher, id uint32, n uint32) {
 	s.mu.Lock()
 	if id == 0 {
 		s.connWin += int64(n)
 	} else if os := s.streams[id]; os != nil {
 		os.win += int64(n)
 	}
-	s.cond.Signal()
+	w := len(s.ready) > 0 && s.becomeWriterLocked(fl)
 	s.mu.Unlock()
+	if w {
+		s.drain(fl)
+	}
 }
 
-// settings applies the peer's SETTINGS.
-func (s *side) settings(f *http2.SettingsFrame) {
+// settings applies the peer's SETTINGS and acknowledges them.
+func (s *side) settings(fl *flusher, f *http2.SettingsFrame) {
 	s.mu.Lock()
 	f.ForeachSetting(func(st http2.Setting) error {
 		switch st.ID {
@@ -316,7 +460,7 @@ func (s *side) settings(f *http2.SettingsFrame) {
 		case http2.SettingMaxHeaderListSize:
 			s.maxHdrList = st.Val
 		case http2.SettingHeaderTableSize:
-			if st.Val < s.tableSize || st.Val != s.tableSize {
+			if st.Val != s.tableSize {
 				s.tableSize = st.Val
 				s.newTable = true
 			}
@@ -324,17 +468,39 @@ func (s *side) settings(f *http2.SettingsFrame) {
 		return nil
 	})
 	s.ctrl = append(s.ctrl, func(fr *http2.Framer) error { return fr.WriteSettingsAck() })
-	s.cond.Signal()
+	w := s.becomeWriterLocked(fl)
 	s.mu.Unlock()
+	if w {
+		s.drain(fl)
+	}
 }
 
-// close stops the writer; queued frames are dropped.
+// flush writes out what a reader left buffered, or has the current writer
+// do it.
+func (s *side) flush() {
+	s.mu.Lock()
+	w := s.becomeWriterLocked(nil)
+	s.mu.Unlock()
+	if w {
+		s.drain(nil)
+	}
+}
+
+// close drops what is queued and closes the connection; a writer blocked on
+// it returns.
 func (s *side) close() {
 	s.mu.Lock()
 	s.closed = true
-	s.cond.Broadcast()
 	s.mu.Unlock()
 	s.nc.Close()
+}
+
+// fail ends the writer role after a write error and closes the side.
+func (s *side) fail() {
+	s.mu.Lock()
+	s.writing = false
+	s.mu.Unlock()
+	s.close()
 }
 
 // sendableLocked tells whether os's first item can be written now.
@@ -354,53 +520,31 @@ type wframe struct {
 	it item
 }
 
-// writeLoop writes queued frames until the side closes.
-func (s *side) writeLoop() error {
-	defer close(s.done)
-	var batch []wframe
-	var ctrl []func(*http2.Framer) error
+// drain is run by the writer: it writes what can be written until nothing
+// is left, then gives up the role. Without a flusher it flushes before
+// that; with one, it leaves the flush to the flusher's reader, unless a
+// goroutine without one asked for it meanwhile.
+func (s *side) drain(fl *flusher) {
+	flush := fl == nil
 	for {
 		s.mu.Lock()
-		for {
-			if s.closed {
-				s.mu.Unlock()
-				return nil
-			}
-			if len(s.ctrl) > 0 || s.connCredit >= creditThreshold || s.anyCreditLocked() || s.anySendableLocked() {
-				break
-			}
-			if s.finishing && s.bw.Buffered() == 0 {
-				s.mu.Unlock()
-				s.close()
-				return nil
-			}
-			if s.bw.Buffered() > 0 {
-				s.mu.Unlock()
-				if err := s.bw.Flush(); err != nil {
-					s.close()
-					return err
-				}
-				s.mu.Lock()
-				continue
-			}
-			s.cond.Wait()
+		if s.closed {
+			s.writing = false
+			s.mu.Unlock()
+			return
 		}
-		ctrl = append(ctrl[:0], s.ctrl...)
+		s.wctrl = append(s.wctrl[:0], s.ctrl...)
+		clear(s.ctrl)
 		s.ctrl = s.ctrl[:0]
 		if s.newTable {
 			s.newTable = false
-			ts := s.tableSize
-			s.enc.SetMaxDynamicTableSizeLimit(ts)
+			s.enc.SetMaxDynamicTableSizeLimit(s.tableSize)
 		}
-		var connCredit int64
+		s.wcred = s.wcred[:0]
 		if s.connCredit >= creditThreshold {
-			connCredit, s.connCredit = s.connCredit, 0
+			s.wcred = append(s.wcred, credit{0, s.connCredit})
+			s.connCredit = 0
 		}
-		type sc struct {
-			id uint32
-			n  int64
-		}
-		var scs []sc
 		if len(s.credits) > 0 {
 			keep := s.credits[:0]
 			for _, os := range s.credits {
@@ -408,57 +552,67 @@ func (s *side) writeLoop() error {
 				case os.recvEnd || os.id == 0:
 					os.credit = 0
 				case os.credit >= creditThreshold:
-					scs = append(scs, sc{os.id, os.credit})
+					s.wcred = append(s.wcred, credit{os.id, os.credit})
 					os.credit = 0
 				default:
 					keep = append(keep, os)
 				}
 			}
+			clear(s.credits[len(keep):])
 			s.credits = keep
 		}
-		batch = s.pickLocked(batch[:0])
+		s.batch = s.pickLocked(s.batch[:0])
+		if len(s.wctrl) == 0 && len(s.wcred) == 0 && len(s.batch) == 0 {
+			buffered := s.bw.Buffered() > 0
+			if buffered && (flush || s.flushWanted) {
+				s.flushWanted = false
+				s.mu.Unlock()
+				if err := s.bw.Flush(); err != nil {
+					s.fail()
+					return
+				}
+				continue
+			}
+			if !buffered {
+				s.flushWanted = false
+				if s.finishing {
+					s.writing = false
+					s.mu.Unlock()
+					s.close()
+					return
+				}
+			} else {
+				fl.note(s)
+			}
+			s.writing = false
+			s.mu.Unlock()
+			return
+		}
 		maxFrame := int(s.maxFrame)
 		maxHdr := s.maxHdrList
 		s.mu.Unlock()
 
-		for _, f := range ctrl {
+		for i, f := range s.wctrl {
+			s.wctrl[i] = nil
 			if err := f(s.wfr); err != nil {
-				s.close()
-				return err
+				s.fail()
+				return
 			}
 		}
-		if connCredit > 0 {
-			s.wfr.WriteWindowUpdate(0, uint32(connCredit))
-		}
-		for _, c := range scs {
-			s.wfr.WriteWindowUpdate(c.id, uint32(c.n))
-		}
-		for i := range batch {
-			if err := s.write(&batch[i], maxFrame, maxHdr); err != nil {
-				s.close()
-				return err
+		for _, c := range s.wcred {
+			if err := s.wfr.WriteWindowUpdate(c.id, uint32(c.n)); err != nil {
+				s.fail()
+				return
 			}
-			batch[i] = wframe{}
+		}
+		for i := range s.batch {
+			if err := s.write(fl, &s.batch[i], maxFrame, maxHdr); err != nil {
+				s.fail()
+				return
+			}
+			s.batch[i] = wframe{}
 		}
 	}
-}
-
-func (s *side) anyCreditLocked() bool {
-	for _, os := range s.credits {
-		if os.credit >= creditThreshold {
-			return true
-		}
-	}
-	return false
-}
-
-func (s *side) anySendableLocked() bool {
-	for _, os := range s.ready {
-		if s.sendableLocked(os) {
-			return true
-		}
-	}
-	return false
 }
 
 // pickLocked takes what can be written now from the ready streams.
@@ -546,7 +700,7 @@ func (s *side) recvEnded(os *ostream) {
 
 // write writes one frame, splitting DATA and header blocks to the peer's
 // frame size.
-func (s *side) write(w *wframe, maxFrame int, maxHdr uint32) error {
+func (s *side) write(fl *flusher, w *wframe, maxFrame int, maxHdr uint32) error {
 	it := &w.it
 	switch it.kind {
 	case kRST:
@@ -583,26 +737,32 @@ func (s *side) write(w *wframe, maxFrame int, maxHdr uint32) error {
 		}
 		return nil
 	default:
-		data := it.data
-		for {
-			n := len(data)
-			if n > maxFrame {
-				n = maxFrame
-			}
-			if err := s.wfr.WriteData(w.os.id, it.end && n == len(data), data[:n]); err != nil {
-				return err
-			}
-			data = data[n:]
-			if len(data) == 0 {
-				break
-			}
+		if err := s.writeData(w.os.id, it.data, it.end, maxFrame); err != nil {
+			return err
 		}
 		if it.src != nil {
-			it.src.credit(it.srcOS, len(it.data))
+			it.src.credit(fl, it.srcOS, len(it.data))
 		}
 		if it.pool != nil {
 			bufPool.Put(it.pool)
 		}
 		return nil
+	}
+}
+
+// writeData writes a DATA payload in frames of at most maxFrame bytes.
+func (s *side) writeData(id uint32, data []byte, end bool, maxFrame int) error {
+	for {
+		n := len(data)
+		if n > maxFrame {
+			n = maxFrame
+		}
+		if err := s.wfr.WriteData(id, end && n == len(data), data[:n]); err != nil {
+			return err
+		}
+		data = data[n:]
+		if len(data) == 0 {
+			return nil
+		}
 	}
 }

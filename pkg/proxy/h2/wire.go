@@ -37,6 +37,21 @@ func trailersOnly(st *status.Status, md metadata.MD) []hpack.HeaderField {
 	return appendMD(f, md)
 }
 
+// codeOf reads the code of a trailer block, as statusOf would, without
+// building a status: Unknown without one.
+func codeOf(fields []hpack.HeaderField) codes.Code {
+	for _, f := range fields {
+		if f.Name == "grpc-status" {
+			n, err := strconv.Atoi(f.Value)
+			if err != nil {
+				return codes.Internal
+			}
+			return codes.Code(n)
+		}
+	}
+	return codes.Unknown
+}
+
 // statusOf reads the status of a trailer block; ok is false without one.
 func statusOf(fields []hpack.HeaderField) (st *status.Status, ok bool) {
 	var (

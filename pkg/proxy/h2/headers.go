@@ -1,0 +1,202 @@
+package h2
+
+import (
+	"bufio"
+	"errors"
+	"strings"
+
+	"golang.org/x/net/http/httpguts"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// blockReader decodes the header blocks read from one connection and checks
+// them as the Framer's ReadMetaHeaders does, but into a frame and a field
+// slice that it reuses: a MetaHeadersFrame it returns, and its Fields, are
+// valid only until the next frame is read. Whoever keeps fields copies them.
+type blockReader struct {
+	dec     *hpack.Decoder
+	mh      http2.MetaHeadersFrame
+	remain  uint32 // header list bytes still accepted in this block
+	regular bool   // a regular field was seen: no pseudo field may follow
+	invalid error
+}
+
+func newBlockReader() *blockReader {
+	b := &blockReader{}
+	b.dec = hpack.NewDecoder(4096, b.emit)
+	b.dec.SetMaxStringLength(ourMaxHeaderList)
+	return b
+}
+
+var errPseudoAfterRegular = errors.New("pseudo header field after regular")
+
+func (b *blockReader) emit(hf hpack.HeaderField) {
+	if b.invalid != nil || b.mh.Truncated {
+		return
+	}
+	if !httpguts.ValidHeaderFieldValue(hf.Value) {
+		b.invalid = errors.New("invalid value in header field " + hf.Name)
+		return
+	}
+	if strings.HasPrefix(hf.Name, ":") {
+		if b.regular {
+			b.invalid = errPseudoAfterRegular
+			return
+		}
+	} else {
+		b.regular = true
+		if !validFieldName(hf.Name) {
+			b.invalid = errors.New("invalid header field name " + hf.Name)
+			return
+		}
+	}
+	if size := hf.Size(); size <= b.remain {
+		b.remain -= size
+		b.mh.Fields = append(b.mh.Fields, hf)
+		return
+	}
+	b.mh.Truncated = true
+	b.remain = 0
+}
+
+// frame takes a HEADERS or CONTINUATION frame. It returns the block's
+// frame once its last fragment is decoded, and nil before. Errors are the
+// Framer's: a StreamError for a malformed block, a ConnectionError for a
+// block that cannot be decoded or is far too large.
+func (b *blockReader) frame(f http2.Frame) (*http2.MetaHeadersFrame, error) {
+	var (
+		frag  []byte
+		ended bool
+	)
+	switch f := f.(type) {
+	case *http2.HeadersFrame:
+		clear(b.mh.Fields)
+		b.mh = http2.MetaHeadersFrame{HeadersFrame: f, Fields: b.mh.Fields[:0]}
+		b.remain, b.regular, b.invalid = ourMaxHeaderList, false, nil
+		frag, ended = f.HeaderBlockFragment(), f.HeadersEnded()
+	case *http2.ContinuationFrame:
+		if b.invalid != nil {
+			return nil, http2.ConnectionError(http2.ErrCodeProtocol)
+		}
+		frag, ended = f.HeaderBlockFragment(), f.HeadersEnded()
+	default:
+		return nil, nil
+	}
+	// As the Framer does: refuse to decode far more than would be kept.
+	if int64(len(frag)) > 4*int64(b.remain) {
+		return nil, http2.ConnectionError(http2.ErrCodeProtocol)
+	}
+	if _, err := b.dec.Write(frag); err != nil {
+		return nil, http2.ConnectionError(http2.ErrCodeCompression)
+	}
+	if !ended {
+		return nil, nil
+	}
+	if err := b.dec.Close(); err != nil {
+		return nil, http2.ConnectionError(http2.ErrCodeCompression)
+	}
+	if b.invalid != nil {
+		return nil, http2.StreamError{StreamID: b.mh.StreamID, Code: http2.ErrCodeProtocol, Cause: b.invalid}
+	}
+	if err := checkPseudos(b.mh.Fields); err != nil {
+		return nil, http2.StreamError{StreamID: b.mh.StreamID, Code: http2.ErrCodeProtocol, Cause: err}
+	}
+	return &b.mh, nil
+}
+
+// validFieldName is HTTP/2's rule for a field name on the wire: a token, in
+// lower case.
+func validFieldName(v string) bool {
+	if v == "" {
+		return false
+	}
+	for _, r := range v {
+		if !httpguts.IsTokenRune(r) || 'A' <= r && r <= 'Z' {
+			return false
+		}
+	}
+	return true
+}
+
+// checkPseudos refuses unknown, repeated or mixed request and response
+// pseudo fields.
+func checkPseudos(fields []hpack.HeaderField) error {
+	var req, resp bool
+	for i, hf := range fields {
+		if !strings.HasPrefix(hf.Name, ":") {
+			break
+		}
+		switch hf.Name {
+		case ":method", ":path", ":scheme", ":authority", ":protocol":
+			req = true
+		case ":status":
+			resp = true
+		default:
+			return errors.New("invalid pseudo header " + hf.Name)
+		}
+		for _, prev := range fields[:i] {
+			if prev.Name == hf.Name {
+				return errors.New("duplicate pseudo header " + hf.Name)
+			}
+		}
+	}
+	if req && resp {
+		return errors.New("mix of request and response pseudo headers")
+	}
+	return nil
+}
+
+// frameReader reads the frames of one connection for its reader goroutine:
+// header blocks come back decoded (see blockReader), and what the reader
+// relayed is flushed before a read that may wait for the peer.
+type frameReader struct {
+	br *bufio.Reader
+	fr *http2.Framer
+	hb *blockReader
+	fl *flusher
+}
+
+func newFrameReader(br *bufio.Reader) *frameReader {
+	fr := http2.NewFramer(nil, br)
+	fr.SetMaxReadFrameSize(ourMaxFrame)
+	// Only DATA frames are reused; each is done with before the next read.
+	fr.SetReuseFrames()
+	return &frameReader{br: br, fr: fr, hb: newBlockReader(), fl: &flusher{}}
+}
+
+// next returns the next frame; a header block comes as a
+// *http2.MetaHeadersFrame.
+func (r *frameReader) next() (http2.Frame, error) {
+	for {
+		if wouldBlock(r.br) {
+			r.fl.flush()
+		}
+		f, err := r.fr.ReadFrame()
+		if err != nil {
+			return nil, err
+		}
+		switch f.(type) {
+		case *http2.HeadersFrame, *http2.ContinuationFrame:
+			mh, err := r.hb.frame(f)
+			if err != nil {
+				return nil, err
+			}
+			if mh == nil {
+				continue
+			}
+			return mh, nil
+		}
+		return f, nil
+	}
+}
+
+// wouldBlock tells whether reading the next frame from br may wait for the
+// peer.
+func wouldBlock(br *bufio.Reader) bool {
+	if br.Buffered() < 9 {
+		return true
+	}
+	h, _ := br.Peek(9)
+	return br.Buffered() < 9+(int(h[0])<<16|int(h[1])<<8|int(h[2]))
+}
