@@ -154,8 +154,42 @@ type Result struct {
 	Goroutines int     `json:"relay_goroutines_under_load"`
 }
 
+// rounds is how many interleaved rounds a cell is measured in.
+var rounds = 3
+
+// measureAll measures one cell for every relay. The cell's time is split in
+// rounds; each round runs every relay once, starting with a different one,
+// so a change in the machine's load during the cell is shared by all relays
+// instead of falling on whichever ran then.
+func measureAll(relays []*relay, suite, workload string, c int, dur time.Duration, op func(*relay) func(context.Context) error) []Result {
+	n := max(rounds, 1)
+	accs := make([]cell, len(relays))
+	for round := range n {
+		for i := range relays {
+			j := (i + round) % len(relays)
+			accs[j].measure(relays[j], c, dur/time.Duration(n), op(relays[j]))
+		}
+	}
+	out := make([]Result, len(relays))
+	for j, r := range relays {
+		out[j] = accs[j].result(suite, workload, r.name, c)
+	}
+	return out
+}
+
+// cell accumulates one relay's rounds of one cell.
+type cell struct {
+	lat     []time.Duration
+	errs    int
+	elapsed time.Duration
+	cpuUs   int64
+	sampled bool
+	rss     int64
+	gor     int
+}
+
 // measure runs op from c goroutines for dur after a short warm-up.
-func measure(r *relay, suite, workload string, c int, dur time.Duration, op func(context.Context) error) Result {
+func (a *cell) measure(r *relay, c int, dur time.Duration, op func(context.Context) error) {
 	warm := max(dur/5, 30*time.Millisecond)
 	drive(c, warm, op)
 	before, ok := r.sample()
@@ -171,20 +205,32 @@ func measure(r *relay, suite, workload string, c int, dur time.Duration, op func
 	}
 	lat, errs, elapsed := drive(c, dur, op)
 	wg.Wait()
-	after, _ := r.sample()
-	res := Result{Suite: suite, Workload: workload, Relay: r.name, Conc: c, Calls: len(lat), Errors: errs, CPUUsCall: -1}
-	if len(lat) > 0 {
-		sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
-		res.P50Ms = ms(lat[len(lat)/2])
-		res.P99Ms = ms(lat[min(len(lat)-1, len(lat)*99/100)])
-		res.PerSec = float64(len(lat)) / elapsed.Seconds()
-		if ok {
-			res.CPUUsCall = float64(after.cpuUs-before.cpuUs) / float64(len(lat))
+	after, ok2 := r.sample()
+	a.lat = append(a.lat, lat...)
+	a.errs += errs
+	a.elapsed += elapsed
+	if ok && ok2 {
+		a.sampled = true
+		a.cpuUs += after.cpuUs - before.cpuUs
+		a.rss = max(a.rss, mid.rss, after.rss)
+		a.gor = max(a.gor, mid.goroutines)
+	}
+}
+
+func (a *cell) result(suite, workload, relay string, c int) Result {
+	res := Result{Suite: suite, Workload: workload, Relay: relay, Conc: c, Calls: len(a.lat), Errors: a.errs, CPUUsCall: -1}
+	if len(a.lat) > 0 {
+		sort.Slice(a.lat, func(i, j int) bool { return a.lat[i] < a.lat[j] })
+		res.P50Ms = ms(a.lat[len(a.lat)/2])
+		res.P99Ms = ms(a.lat[min(len(a.lat)-1, len(a.lat)*99/100)])
+		res.PerSec = float64(len(a.lat)) / a.elapsed.Seconds()
+		if a.sampled {
+			res.CPUUsCall = float64(a.cpuUs) / float64(len(a.lat))
 		}
 	}
-	if ok {
-		res.RSSMiB = float64(max(mid.rss, after.rss)) / (1 << 20)
-		res.Goroutines = mid.goroutines
+	if a.sampled {
+		res.RSSMiB = float64(a.rss) / (1 << 20)
+		res.Goroutines = a.gor
 	}
 	return res
 }

@@ -49,6 +49,9 @@ func main() {
 	conc := flag.String("conc", "1,16,64", "concurrencies for the fake runtime")
 	guardBin := flag.String("guard-bin", "", "also measure this cri-guard binary (`cri-guard serve`) as relay cri-guard-bin")
 	strict := flag.Bool("strict", false, "fail when any cell had errors or no calls (for CI)")
+	only := flag.String("relays", strings.Join(relayKinds, ","), "relay kinds to measure besides direct")
+	flag.IntVar(&rounds, "rounds", rounds, "interleaved rounds per cell: each round runs every relay once, in a rotated order")
+	wlFilter := flag.String("workloads", "", "measure only the fake-runtime workloads whose names contain one of these (comma-separated; the real suite is unaffected)")
 	flag.Parse()
 	if *child != "" {
 		if err := runChild(*child, *listen, *upstream, *ctl, *cgroupRoot); err != nil {
@@ -58,6 +61,10 @@ func main() {
 		return
 	}
 	binary = *guardBin
+	if err := selectRelays(*only); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(2)
+	}
 	var cs []int
 	for _, f := range strings.Split(*conc, ",") {
 		var n int
@@ -65,7 +72,7 @@ func main() {
 		cs = append(cs, n)
 	}
 	rep := &report{Machine: machine()}
-	err := fakeSuite(rep, *dur, *entries, cs)
+	err := fakeSuite(rep, *dur, *entries, cs, *wlFilter)
 	if err == nil && *real {
 		err = realSuite(rep, *dur, *containers, *setup)
 	}
@@ -90,6 +97,41 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
+}
+
+// selected tells whether workload name passes the -workloads filter.
+func selected(name, filter string) bool {
+	if filter == "" {
+		return true
+	}
+	for _, f := range strings.Split(filter, ",") {
+		if f = strings.TrimSpace(f); f != "" && strings.Contains(name, f) {
+			return true
+		}
+	}
+	return false
+}
+
+// selectRelays keeps the relay kinds named in list, in their usual order.
+func selectRelays(list string) error {
+	want := map[string]bool{}
+	for _, k := range strings.Split(list, ",") {
+		if k = strings.TrimSpace(k); k != "" {
+			want[k] = true
+		}
+	}
+	var keep []string
+	for _, k := range relayKinds {
+		if want[k] {
+			keep = append(keep, k)
+			delete(want, k)
+		}
+	}
+	for k := range want {
+		return fmt.Errorf("-relays: unknown relay %q (known: %s)", k, strings.Join(relayKinds, ", "))
+	}
+	relayKinds = keep
+	return nil
 }
 
 func machine() string {
@@ -161,7 +203,7 @@ type workload struct {
 	op   func(c *clients) func(context.Context) error
 }
 
-func fakeSuite(rep *report, dur time.Duration, entries int, cs []int) error {
+func fakeSuite(rep *report, dur time.Duration, entries int, cs []int, filter string) error {
 	dir, err := os.MkdirTemp("/tmp", "cg-bench-")
 	if err != nil {
 		return err
@@ -206,16 +248,21 @@ func fakeSuite(rep *report, dur time.Duration, entries int, cs []int) error {
 		}},
 	}
 	for _, w := range wls {
+		if !selected(w.name, filter) {
+			continue
+		}
 		for _, c := range cs {
-			for _, r := range relays {
-				res := measure(r, "fake", w.name, c, dur, w.op(cl[r.name]))
-				fmt.Fprintf(os.Stderr, "fake %-22s c=%-3d %-10s p50=%.3fms %8.0f/s\n", w.name, c, r.name, res.P50Ms, res.PerSec)
+			for _, res := range measureAll(relays, "fake", w.name, c, dur, func(r *relay) func(context.Context) error { return w.op(cl[r.name]) }) {
+				fmt.Fprintf(os.Stderr, "fake %-22s c=%-3d %-10s p50=%.3fms %8.0f/s\n", w.name, c, res.Relay, res.P50Ms, res.PerSec)
 				rep.Results = append(rep.Results, res)
 			}
 		}
 	}
 	// Stream throughput: one GetContainerEvents stream, events per second.
 	for _, r := range relays {
+		if !selected("GetContainerEvents", filter) {
+			break
+		}
 		res := streamEvents(r, cl[r.name].conn, dur)
 		fmt.Fprintf(os.Stderr, "fake GetContainerEvents %-10s %8.0f events/s\n", r.name, res.PerSec)
 		rep.Results = append(rep.Results, res)

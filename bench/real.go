@@ -96,9 +96,8 @@ func realSuite(rep *report, dur time.Duration, containers int, setup time.Durati
 	}
 	for _, w := range wls {
 		for _, c := range []int{1, 16} {
-			for _, r := range relays {
-				res := measure(r, "containerd", w.name, c, dur, w.op(cl[r.name]))
-				fmt.Fprintf(os.Stderr, "containerd %-26s c=%-3d %-10s p50=%.3fms %8.0f/s\n", w.name, c, r.name, res.P50Ms, res.PerSec)
+			for _, res := range measureAll(relays, "containerd", w.name, c, dur, func(r *relay) func(context.Context) error { return w.op(cl[r.name]) }) {
+				fmt.Fprintf(os.Stderr, "containerd %-26s c=%-3d %-10s p50=%.3fms %8.0f/s\n", w.name, c, res.Relay, res.P50Ms, res.PerSec)
 				rep.Results = append(rep.Results, res)
 			}
 		}
