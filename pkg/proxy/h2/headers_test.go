@@ -1,0 +1,147 @@
+package h2
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"reflect"
+	"strings"
+	"testing"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+func hf(name, value string) hpack.HeaderField { return hpack.HeaderField{Name: name, Value: value} }
+
+// encodeBlock writes fields as one HEADERS frame on stream 1, or as a
+// HEADERS and CONTINUATION frames of at most split bytes of block each.
+func encodeBlock(t *testing.T, fields []hpack.HeaderField, split int) *bytes.Buffer {
+	t.Helper()
+	var block bytes.Buffer
+	enc := hpack.NewEncoder(&block)
+	for _, f := range fields {
+		if err := enc.WriteField(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var out bytes.Buffer
+	fr := http2.NewFramer(&out, nil)
+	b := block.Bytes()
+	first := b
+	if split > 0 && len(first) > split {
+		first = b[:split]
+	}
+	b = b[len(first):]
+	if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: first, EndStream: true, EndHeaders: len(b) == 0}); err != nil {
+		t.Fatal(err)
+	}
+	for len(b) > 0 {
+		n := min(split, len(b))
+		if err := fr.WriteContinuation(1, n == len(b), b[:n]); err != nil {
+			t.Fatal(err)
+		}
+		b = b[n:]
+	}
+	return &out
+}
+
+func TestBlockReader(t *testing.T) {
+	request := []hpack.HeaderField{
+		hf(":method", "POST"), hf(":scheme", "http"), hf(":path", "/runtime.v1.RuntimeService/Version"),
+		hf(":authority", "localhost"), hf("content-type", "application/grpc"), hf("te", "trailers"),
+		hf("grpc-timeout", "1999871u"),
+	}
+	for name, tc := range map[string]struct {
+		fields    []hpack.HeaderField
+		split     int
+		want      []hpack.HeaderField // nil: use fields
+		truncated bool
+		err       string
+	}{
+		"request":                                {fields: request},
+		"request split over CONTINUATION frames": {fields: request, split: 7},
+		"response":                               {fields: []hpack.HeaderField{hf(":status", "200"), hf("content-type", "application/grpc")}},
+		"trailers":                               {fields: []hpack.HeaderField{hf("grpc-status", "5"), hf("grpc-message", "not found")}},
+		"upper case":                             {fields: []hpack.HeaderField{hf(":path", "/x"), hf("X-Trace", "1")}, err: "stream error: stream ID 1; PROTOCOL_ERROR; invalid header field name X-Trace"},
+		"newline":                                {fields: []hpack.HeaderField{hf(":path", "/x"), hf("x-trace", "a\nb")}, err: "stream error: stream ID 1; PROTOCOL_ERROR; invalid value in header field x-trace"},
+		"pseudo after":                           {fields: []hpack.HeaderField{hf("x-trace", "1"), hf(":path", "/x")}, err: "stream error: stream ID 1; PROTOCOL_ERROR; pseudo header field after regular"},
+		"unknown pseudo":                         {fields: []hpack.HeaderField{hf(":path", "/x"), hf(":foo", "1")}, err: "stream error: stream ID 1; PROTOCOL_ERROR; invalid pseudo header :foo"},
+		"repeated pseudo":                        {fields: []hpack.HeaderField{hf(":path", "/x"), hf(":path", "/y")}, err: "stream error: stream ID 1; PROTOCOL_ERROR; duplicate pseudo header :path"},
+		"mixed pseudo":                           {fields: []hpack.HeaderField{hf(":status", "200"), hf(":path", "/y")}, err: "stream error: stream ID 1; PROTOCOL_ERROR; mix of request and response pseudo headers"},
+		"over the list size": {
+			fields:    []hpack.HeaderField{hf(":path", "/x"), hf("x-big", strings.Repeat("a", ourMaxHeaderList-50)), hf("x-after", "1")},
+			want:      []hpack.HeaderField{hf(":path", "/x")},
+			truncated: true,
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			r := newFrameReader(bufio.NewReader(encodeBlock(t, tc.fields, tc.split)))
+			f, err := r.next()
+			if tc.err != "" {
+				var se http2.StreamError
+				if !errors.As(err, &se) || err.Error() != tc.err {
+					t.Fatalf("got %v (%T), want %s", err, err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			mh, ok := f.(*http2.MetaHeadersFrame)
+			if !ok {
+				t.Fatalf("got %T", f)
+			}
+			want := tc.want
+			if want == nil {
+				want = tc.fields
+			}
+			if !reflect.DeepEqual(mh.Fields, want) || mh.Truncated != tc.truncated || !mh.StreamEnded() || mh.StreamID != 1 {
+				t.Fatalf("got %s truncated=%v, want %s truncated=%v", names(mh.Fields), mh.Truncated, names(want), tc.truncated)
+			}
+		})
+	}
+}
+
+// names lists fields without their (possibly huge) values.
+func names(fields []hpack.HeaderField) string {
+	var b strings.Builder
+	for _, f := range fields {
+		fmt.Fprintf(&b, "%s(%d) ", f.Name, len(f.Value))
+	}
+	return b.String()
+}
+
+func TestBlockReaderGarbage(t *testing.T) {
+	var out bytes.Buffer
+	fr := http2.NewFramer(&out, nil)
+	// 0xff 0xff... is an indexed field with an index far past any table.
+	fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: []byte{0xff, 0xff, 0xff, 0x0f}, EndHeaders: true})
+	_, err := newFrameReader(bufio.NewReader(&out)).next()
+	if fmt.Sprint(err) != "connection error: COMPRESSION_ERROR" {
+		t.Fatalf("got %v, want connection error: COMPRESSION_ERROR", err)
+	}
+}
+
+// The fields handed out are reused for the next block: a relay must copy
+// what it keeps (pushHeaders does when it queues).
+func TestBlockReaderReusesFields(t *testing.T) {
+	var buf bytes.Buffer
+	buf.Write(encodeBlock(t, []hpack.HeaderField{hf(":path", "/a")}, 0).Bytes())
+	var more bytes.Buffer
+	enc := hpack.NewEncoder(&more)
+	enc.WriteField(hf(":path", "/b"))
+	fr := http2.NewFramer(&buf, nil)
+	fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 3, BlockFragment: more.Bytes(), EndHeaders: true})
+	r := newFrameReader(bufio.NewReader(&buf))
+	f1, _ := r.next()
+	first := f1.(*http2.MetaHeadersFrame).Fields
+	f2, _ := r.next()
+	if got := f2.(*http2.MetaHeadersFrame).PseudoValue("path"); got != "/b" {
+		t.Fatalf("second block: %q", got)
+	}
+	if first[0].Value != "/b" {
+		t.Fatalf("the first block's fields were not reused (%q): update this test and the copying rule", first[0].Value)
+	}
+}
