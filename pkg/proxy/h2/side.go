@@ -284,6 +284,20 @@ func (s *side) pushData(fl *flusher, os *ostream, p []byte, end bool, src *side,
 	n := int64(len(p))
 	s.mu.Lock()
 	if s.closed || os.sentEnd || s.writing || os.id == 0 || os.head != len(os.items) || n > s.connWin || n > os.win {
+		if !s.closed && !os.sentEnd && os.head < len(os.items) {
+			// Small payloads queued behind each other (an event stream
+			// whose reader is slower than the runtime) share one buffer.
+			if last := &os.items[len(os.items)-1]; last.kind == kData && !last.end && last.src == src && last.srcOS == srcOS && len(last.data)+len(p) <= pooledSize {
+				last.data = append(last.data, p...)
+				last.end = end
+				w := s.becomeWriterLocked(fl)
+				s.mu.Unlock()
+				if w {
+					s.drain(fl)
+				}
+				return true
+			}
+		}
 		s.mu.Unlock()
 		buf, pool := copyData(p)
 		return s.push(fl, os, item{kind: kData, data: buf, end: end, src: src, srcOS: srcOS, pool: pool})
