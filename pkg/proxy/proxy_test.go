@@ -392,6 +392,40 @@ func TestLargeMessages(t *testing.T) {
 	})
 }
 
+// A stream whose client does not read holds at most its stream window in
+// the relay: other calls on the same connection go on. The kubelet has one
+// such stream (GetContainerEvents); six are tried.
+func TestStalledStreamsDoNotBlockOthers(t *testing.T) {
+	forEachCore(t, func(t *testing.T) {
+		e := newEnv(t)
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		for range 6 {
+			sctx := metadata.AppendToOutgoingContext(ctx, "x-count", "1000000")
+			cs, err := e.client.NewStream(sctx, &grpc.StreamDesc{ServerStreams: true}, "/runtime.v1.RuntimeService/GetContainerEvents")
+			if err != nil {
+				t.Fatal(err)
+			}
+			req := []byte("ev")
+			if err := cs.SendMsg(&req); err != nil {
+				t.Fatal(err)
+			}
+			cs.CloseSend()
+			var first []byte
+			if err := cs.RecvMsg(&first); err != nil { // then never read again
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(300 * time.Millisecond) // let the windows fill
+		cctx, ccancel := context.WithTimeout(metadata.AppendToOutgoingContext(context.Background(), "x-size", strconv.Itoa(3<<20)), 10*time.Second)
+		defer ccancel()
+		resp, err := e.call(cctx, "/runtime.v1.RuntimeService/ListContainers", []byte("r"))
+		if err != nil || len(resp) != 3<<20 {
+			t.Fatalf("a 3 MiB reply next to six stalled streams: got %d bytes, %v", len(resp), err)
+		}
+	})
+}
+
 func TestUpstreamDownThenBack(t *testing.T) {
 	forEachCore(t, func(t *testing.T) {
 		dir := t.TempDir()

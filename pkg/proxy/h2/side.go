@@ -13,11 +13,18 @@ import (
 
 const (
 	// What this endpoint advertises on both hops.
-	ourStreamWindow = 4 << 20
-	ourConnWindow   = 8 << 20
+	ourStreamWindow = 1 << 20
+	ourConnWindow   = 4 << 20
 	ourMaxFrame     = 1 << 20
 	// Received bytes are credited back once this many have been forwarded.
 	creditThreshold = 256 << 10
+	// While less than this is queued toward a side, DATA queued there (its
+	// stream's window there is full: a stalled stream) gives its
+	// connection window back to where it came from at once, so that a few
+	// stalled streams do not stop every other stream of the connection.
+	// Beyond it, queued DATA keeps holding its connection window until it
+	// is written, which bounds what a connection can make the relay hold.
+	queueCredit = 4 << 20
 	// The largest header list accepted from a peer.
 	ourMaxHeaderList = 1 << 20
 	initialWindow    = 65535
@@ -44,6 +51,22 @@ type item struct {
 	srcOS *ostream
 	// pool holds data's buffer, returned once the item is written.
 	pool *[]byte
+	// connPaid: the connection window for data was already given back to
+	// src; only the stream window is owed.
+	connPaid bool
+}
+
+// release gives back to where it came from the windows that a DATA item
+// of n bytes still holds.
+func (it *item) release(fl *flusher, n int) {
+	if it.kind != kData || it.src == nil {
+		return
+	}
+	conn := n
+	if it.connPaid {
+		conn = 0
+	}
+	it.src.give(fl, it.srcOS, conn, n)
 }
 
 const pooledSize = 16 << 10
@@ -112,6 +135,7 @@ type side struct {
 	newTable    bool
 	connCredit  int64
 	credits     []*ostream
+	queued      int64 // bytes of DATA queued toward this side
 	nextID      uint32
 	closed      bool
 	finishing   bool
@@ -249,10 +273,8 @@ func (s *side) push(fl *flusher, os *ostream, its ...item) bool {
 	if s.closed || os.sentEnd {
 		closed := s.closed
 		s.mu.Unlock()
-		for _, it := range its {
-			if it.kind == kData && it.src != nil {
-				it.src.credit(nil, it.srcOS, len(it.data))
-			}
+		for i := range its {
+			its[i].release(nil, len(its[i].data))
 		}
 		return !closed
 	}
@@ -263,6 +285,11 @@ func (s *side) push(fl *flusher, os *ostream, its ...item) bool {
 		os.items, os.head = os.items[:n], 0
 	}
 	os.items = append(os.items, its...)
+	for i := range its {
+		if its[i].kind == kData {
+			s.queued += int64(len(its[i].data))
+		}
+	}
 	if !os.inReady {
 		os.inReady = true
 		s.ready = append(s.ready, os)
@@ -284,14 +311,17 @@ func (s *side) pushData(fl *flusher, os *ostream, p []byte, end bool, src *side,
 	n := int64(len(p))
 	s.mu.Lock()
 	if s.closed || os.sentEnd || s.writing || os.id == 0 || os.head != len(os.items) || n > s.connWin || n > os.win {
-		if !s.closed && !os.sentEnd && os.head < len(os.items) {
+		paid := !s.closed && !os.sentEnd && s.queued < queueCredit
+		if paid && os.head < len(os.items) {
 			// Small payloads queued behind each other (an event stream
 			// whose reader is slower than the runtime) share one buffer.
-			if last := &os.items[len(os.items)-1]; last.kind == kData && !last.end && last.src == src && last.srcOS == srcOS && len(last.data)+len(p) <= pooledSize {
+			if last := &os.items[len(os.items)-1]; last.kind == kData && !last.end && last.src == src && last.srcOS == srcOS && last.connPaid && len(last.data)+len(p) <= pooledSize {
 				last.data = append(last.data, p...)
 				last.end = end
+				s.queued += n
 				w := s.becomeWriterLocked(fl)
 				s.mu.Unlock()
+				src.give(fl, nil, len(p), 0)
 				if w {
 					s.drain(fl)
 				}
@@ -299,8 +329,11 @@ func (s *side) pushData(fl *flusher, os *ostream, p []byte, end bool, src *side,
 			}
 		}
 		s.mu.Unlock()
+		if paid {
+			src.give(fl, nil, len(p), 0)
+		}
 		buf, pool := copyData(p)
-		return s.push(fl, os, item{kind: kData, data: buf, end: end, src: src, srcOS: srcOS, pool: pool})
+		return s.push(fl, os, item{kind: kData, data: buf, end: end, src: src, srcOS: srcOS, pool: pool, connPaid: paid})
 	}
 	s.writing = true
 	s.connWin -= n
@@ -318,7 +351,7 @@ func (s *side) pushData(fl *flusher, os *ostream, p []byte, end bool, src *side,
 		s.fail()
 		return true
 	}
-	src.credit(fl, srcOS, len(p))
+	src.give(fl, srcOS, len(p), len(p))
 	s.drain(fl)
 	return true
 }
@@ -365,11 +398,10 @@ func (s *side) abandon(os *ostream) {
 	if os.id != 0 && s.streams[os.id] == os {
 		delete(s.streams, os.id)
 	}
+	s.unqueueLocked(drop)
 	s.mu.Unlock()
-	for _, it := range drop {
-		if it.kind == kData && it.src != nil {
-			it.src.credit(nil, it.srcOS, len(it.data))
-		}
+	for i := range drop {
+		drop[i].release(nil, len(drop[i].data))
 	}
 }
 
@@ -395,6 +427,7 @@ func (s *side) reset(fl *flusher, os *ostream, code http2.ErrCode) {
 		os.rst = true
 		drop = os.items[os.head:]
 		os.items, os.head = nil, 0
+		s.unqueueLocked(drop)
 		if os.id == 0 && (len(drop) == 0 || drop[0].kind == kHeaders) {
 			// Never opened on this side: nothing to reset.
 			os.sentEnd = true
@@ -409,10 +442,8 @@ func (s *side) reset(fl *flusher, os *ostream, code http2.ErrCode) {
 	}
 	os.recvEnd = true
 	s.mu.Unlock()
-	for _, it := range drop {
-		if it.kind == kData && it.src != nil {
-			it.src.credit(nil, it.srcOS, len(it.data))
-		}
+	for i := range drop {
+		drop[i].release(nil, len(drop[i].data))
 	}
 	if w {
 		s.drain(fl)
@@ -422,18 +453,22 @@ func (s *side) reset(fl *flusher, os *ostream, code http2.ErrCode) {
 // credit records that n bytes received from this side on os (nil: the
 // connection only) were consumed, and writes a WINDOW_UPDATE once enough
 // are owed.
-func (s *side) credit(fl *flusher, os *ostream, n int) {
-	if n <= 0 {
+func (s *side) credit(fl *flusher, os *ostream, n int) { s.give(fl, os, n, n) }
+
+// give gives back conn bytes of this side's connection window and stream
+// bytes of os's.
+func (s *side) give(fl *flusher, os *ostream, conn, stream int) {
+	if conn <= 0 && (stream <= 0 || os == nil) {
 		return
 	}
 	s.mu.Lock()
-	s.connCredit += int64(n)
+	s.connCredit += int64(max(conn, 0))
 	wake := s.connCredit >= creditThreshold
-	if os != nil && !os.recvEnd {
+	if os != nil && stream > 0 && !os.recvEnd {
 		if os.credit == 0 {
 			s.credits = append(s.credits, os)
 		}
-		os.credit += int64(n)
+		os.credit += int64(stream)
 		wake = wake || os.credit >= creditThreshold
 	}
 	w := wake && s.becomeWriterLocked(fl)
@@ -629,6 +664,15 @@ func (s *side) drain(fl *flusher) {
 	}
 }
 
+// unqueueLocked accounts for dropped items.
+func (s *side) unqueueLocked(drop []item) {
+	for i := range drop {
+		if drop[i].kind == kData {
+			s.queued -= int64(len(drop[i].data))
+		}
+	}
+}
+
 // pickLocked takes what can be written now from the ready streams.
 func (s *side) pickLocked(batch []wframe) []wframe {
 	keep := s.ready[:0]
@@ -642,8 +686,15 @@ func (s *side) pickLocked(batch []wframe) []wframe {
 						// The runtime refuses new streams on this
 						// connection; the stream fails when the reader sees
 						// it is not registered.
+						drop := os.items[os.head:]
 						os.items, os.head = nil, 0
 						os.sentEnd = true
+						s.unqueueLocked(drop)
+						go func() {
+							for i := range drop {
+								drop[i].release(nil, len(drop[i].data))
+							}
+						}()
 						if os.rs != nil {
 							go os.rs.c.upstreamLost(os.rs, "the runtime is going away")
 						}
@@ -660,6 +711,7 @@ func (s *side) pickLocked(batch []wframe) []wframe {
 				if n > os.win {
 					n = os.win
 				}
+				s.queued -= n
 				if n < int64(len(it.data)) {
 					part := it
 					part.data = it.data[:n]
@@ -754,9 +806,7 @@ func (s *side) write(fl *flusher, w *wframe, maxFrame int, maxHdr uint32) error 
 		if err := s.writeData(w.os.id, it.data, it.end, maxFrame); err != nil {
 			return err
 		}
-		if it.src != nil {
-			it.src.credit(fl, it.srcOS, len(it.data))
-		}
+		it.release(fl, len(it.data))
 		if it.pool != nil {
 			bufPool.Put(it.pool)
 		}
