@@ -28,6 +28,7 @@ type relay struct {
 type footprint struct {
 	goroutines int
 	rss        int64
+	peak       int64 // peak RSS since the previous sample
 	cpuUs      int64
 }
 
@@ -45,7 +46,7 @@ func (r *relay) sample() (footprint, bool) {
 	defer c.Close()
 	var f footprint
 	var u, s int64
-	if _, err := fmt.Fscan(bufio.NewReader(c), &f.goroutines, &f.rss, &u, &s); err != nil {
+	if _, err := fmt.Fscan(bufio.NewReader(c), &f.goroutines, &f.rss, &f.peak, &u, &s); err != nil {
 		return footprint{}, false
 	}
 	f.cpuUs = u + s
@@ -78,12 +79,12 @@ func procSample(pid int) (footprint, bool) {
 	if len(f) < 22 {
 		return footprint{}, false
 	}
-	// Fields after the command: state is f[0], utime f[11], stime f[12], rss (pages) f[21].
+	// Fields after the command: state is f[0], utime f[11], stime f[12].
 	ut, _ := strconv.ParseInt(f[11], 10, 64)
 	st, _ := strconv.ParseInt(f[12], 10, 64)
-	rss, _ := strconv.ParseInt(f[21], 10, 64)
+	rss, peak := memory(strconv.Itoa(pid))
 	const tickUs = 1e6 / 100 // USER_HZ is 100 on Linux
-	return footprint{goroutines: -1, rss: rss * int64(os.Getpagesize()), cpuUs: (ut + st) * tickUs}, true
+	return footprint{goroutines: -1, rss: rss, peak: peak, cpuUs: (ut + st) * tickUs}, true
 }
 
 // startBinary runs the cri-guard binary in front of upstream.
@@ -150,7 +151,7 @@ type Result struct {
 	P99Ms      float64 `json:"p99_ms"`
 	PerSec     float64 `json:"per_sec"`
 	CPUUsCall  float64 `json:"relay_cpu_us_per_call"` // -1: not measured (direct)
-	RSSMiB     float64 `json:"relay_rss_mib_under_load"`
+	RSSMiB     float64 `json:"relay_peak_rss_mib_under_load"`
 	Goroutines int     `json:"relay_goroutines_under_load"`
 }
 
@@ -212,7 +213,7 @@ func (a *cell) measure(r *relay, c int, dur time.Duration, op func(context.Conte
 	if ok && ok2 {
 		a.sampled = true
 		a.cpuUs += after.cpuUs - before.cpuUs
-		a.rss = max(a.rss, mid.rss, after.rss)
+		a.rss = max(a.rss, mid.peak, after.peak)
 		a.gor = max(a.gor, mid.goroutines)
 	}
 }

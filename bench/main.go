@@ -308,7 +308,7 @@ func streamEvents(r *relay, conn *grpc.ClientConn, dur time.Duration) Result {
 		PerSec: float64(n) / elapsed.Seconds()}
 	if ok && n > 0 {
 		res.CPUUsCall = float64(after.cpuUs-before.cpuUs) / float64(n)
-		res.RSSMiB = float64(after.rss) / (1 << 20)
+		res.RSSMiB = float64(after.peak) / (1 << 20)
 		res.Goroutines = after.goroutines
 	}
 	return res

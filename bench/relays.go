@@ -88,7 +88,8 @@ func profile(prefix string) (func(), error) {
 }
 
 // serveCtl answers every connection with one line:
-// "goroutines rss-bytes user-µs system-µs".
+// "goroutines rss-bytes peak-rss-bytes user-µs system-µs"; the peak is
+// since the previous answer.
 func serveCtl(l net.Listener) {
 	for {
 		c, err := l.Accept()
@@ -97,24 +98,38 @@ func serveCtl(l net.Listener) {
 		}
 		var ru syscall.Rusage
 		_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-		fmt.Fprintf(c, "%d %d %d %d\n", runtime.NumGoroutine(), rssBytes(),
+		rss, peak := memory("self")
+		fmt.Fprintf(c, "%d %d %d %d %d\n", runtime.NumGoroutine(), rss, peak,
 			ru.Utime.Sec*1e6+int64(ru.Utime.Usec), ru.Stime.Sec*1e6+int64(ru.Stime.Usec))
 		c.Close()
 	}
 }
 
-func rssBytes() int64 {
-	b, err := os.ReadFile("/proc/self/status")
+// memory returns a process's RSS and its peak RSS since the last call,
+// in bytes: the peak (VmHWM) is reset through clear_refs after reading.
+// Where it cannot be reset, the peak is the current RSS.
+func memory(pid string) (rss, peak int64) {
+	b, err := os.ReadFile("/proc/" + pid + "/status")
 	if err != nil {
-		return 0
+		return 0, 0
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
-			kb, _ := strconv.ParseInt(f[1], 10, 64)
-			return kb << 10
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		kb, _ := strconv.ParseInt(f[1], 10, 64)
+		switch f[0] {
+		case "VmRSS:":
+			rss = kb << 10
+		case "VmHWM:":
+			peak = kb << 10
 		}
 	}
-	return 0
+	if os.WriteFile("/proc/"+pid+"/clear_refs", []byte("5"), 0) != nil {
+		peak = rss
+	}
+	return rss, peak
 }
 
 // serveSplice is the floor reference: a byte splice between two unix
