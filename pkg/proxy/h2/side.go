@@ -13,18 +13,18 @@ import (
 
 const (
 	// What this endpoint advertises on both hops.
-	ourStreamWindow = 1 << 20
-	ourConnWindow   = 4 << 20
+	ourStreamWindow = 512 << 10
+	ourConnWindow   = 2 << 20
 	ourMaxFrame     = 1 << 20
 	// Received bytes are credited back once this many have been forwarded.
-	creditThreshold = 256 << 10
+	creditThreshold = 128 << 10
 	// While less than this is queued toward a side, DATA queued there (its
 	// stream's window there is full: a stalled stream) gives its
 	// connection window back to where it came from at once, so that a few
 	// stalled streams do not stop every other stream of the connection.
 	// Beyond it, queued DATA keeps holding its connection window until it
 	// is written, which bounds what a connection can make the relay hold.
-	queueCredit = 4 << 20
+	queueCredit = 2 << 20
 	// The largest header list accepted from a peer.
 	ourMaxHeaderList = 1 << 20
 	initialWindow    = 65535
@@ -71,7 +71,28 @@ func (it *item) release(fl *flusher, n int) {
 
 const pooledSize = 16 << 10
 
-var bufPool = sync.Pool{New: func() any { b := make([]byte, pooledSize); return &b }}
+// freeBufs keeps a few idle buffers for DATA that has to be queued. Unlike
+// a sync.Pool it holds at most 1 MiB: after a burst of queued replies, a
+// pool full of idle buffers is live heap at the next collection and lifts
+// the heap goal, so the RSS of everything after the burst.
+var freeBufs = make(chan *[]byte, 64)
+
+func getBuf() *[]byte {
+	select {
+	case b := <-freeBufs:
+		return b
+	default:
+		b := make([]byte, pooledSize)
+		return &b
+	}
+}
+
+func putBuf(b *[]byte) {
+	select {
+	case freeBufs <- b:
+	default:
+	}
+}
 
 // copyData returns a copy of p, in a pooled buffer when it is large and
 // fits. Small payloads get their own small buffer: a queue of small frames
@@ -80,7 +101,7 @@ func copyData(p []byte) ([]byte, *[]byte) {
 	if len(p) < pooledSize/4 || len(p) > pooledSize {
 		return append([]byte(nil), p...), nil
 	}
-	b := bufPool.Get().(*[]byte)
+	b := getBuf()
 	return (*b)[:copy(*b, p)], b
 }
 
@@ -808,7 +829,7 @@ func (s *side) write(fl *flusher, w *wframe, maxFrame int, maxHdr uint32) error 
 		}
 		it.release(fl, len(it.data))
 		if it.pool != nil {
-			bufPool.Put(it.pool)
+			putBuf(it.pool)
 		}
 		return nil
 	}
