@@ -178,6 +178,10 @@ type onlyIfReplyHas struct {
 
 func (o onlyIfReplyHas) Method() string { return o.typed.Method() }
 
+// Needle makes it a proxy.ReplyFilter: the frame-level core relays the
+// calls whose reply lacks the needle without running Intercept.
+func (o onlyIfReplyHas) Needle() []byte { return o.needle }
+
 func (o onlyIfReplyHas) Intercept(ctx context.Context, req []byte, forward proxy.Forward) ([]byte, error) {
 	out, err := forward(ctx, req)
 	if err != nil || !bytes.Contains(out, o.needle) {

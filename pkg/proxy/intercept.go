@@ -24,6 +24,17 @@ type Interceptor interface {
 	Intercept(ctx context.Context, req []byte, forward Forward) ([]byte, error)
 }
 
+// ReplyFilter is an Interceptor with nothing to do for a call whose
+// successful encoded reply does not contain Needle's bytes. The frame-level
+// core relays such calls as any other, holding only the reply until its
+// trailers, and runs Intercept only for the others, with a forward that
+// returns the reply already received: Intercept must pass forward the
+// request it was given. The gRPC-level core runs Intercept for every call.
+type ReplyFilter interface {
+	Interceptor
+	Needle() []byte
+}
+
 // Handler intercepts one unary method. It receives the decoded request, and
 // next, which forwards a request to the runtime and decodes its reply.
 //

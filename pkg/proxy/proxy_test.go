@@ -481,6 +481,79 @@ func TestUpstreamDownThenBack(t *testing.T) {
 	})
 }
 
+// needleFilter is a ReplyFilter that marks replies holding its needle.
+type needleFilter struct {
+	method string
+	calls  atomic.Int32
+}
+
+func (n *needleFilter) Method() string { return n.method }
+func (n *needleFilter) Needle() []byte { return []byte("OOMKilled") }
+func (n *needleFilter) Intercept(ctx context.Context, req []byte, forward Forward) ([]byte, error) {
+	n.calls.Add(1)
+	out, err := forward(ctx, req)
+	if err != nil || !bytes.Contains(out, n.Needle()) {
+		return out, err
+	}
+	md, _ := metadata.FromIncomingContext(ctx)
+	return append([]byte("explained for "+strings.Join(md.Get("x-who"), ",")+": "), out...), nil
+}
+
+func TestReplyFilter(t *testing.T) {
+	forEachCore(t, func(t *testing.T) {
+		const method = "/runtime.v1.RuntimeService/ContainerStatus"
+		f := &needleFilter{method: method}
+		e := newEnv(t, WithInterceptors(f))
+		// The frame-level core runs Intercept only for replies with the
+		// needle; the gRPC-level core for every call.
+		wantCalls := func(frames, grpcCore int32) {
+			t.Helper()
+			want := grpcCore
+			if testCore == ForwardingFrames {
+				want = frames
+			}
+			if got := f.calls.Swap(0); got != want {
+				t.Errorf("Intercept ran %d times, want %d", got, want)
+			}
+		}
+		ctx := metadata.AppendToOutgoingContext(context.Background(), "x-who", "kubelet")
+		var hdr, tlr metadata.MD
+		got, err := e.call(ctx, method, []byte("plain"), grpc.Header(&hdr), grpc.Trailer(&tlr))
+		if err != nil || !bytes.Equal(got, reply(method, []byte("plain0"))) {
+			t.Fatalf("plain: got %q, %v", got, err)
+		}
+		if hdr.Get("x-upstream-header")[0] != "h-"+method || tlr.Get("x-upstream-trailer")[0] != "t-"+method {
+			t.Errorf("plain: header %v, trailer %v", hdr, tlr)
+		}
+		wantCalls(0, 1)
+
+		hdr, tlr = nil, nil
+		got, err = e.call(ctx, method, []byte("OOMKilled"), grpc.Header(&hdr), grpc.Trailer(&tlr))
+		if want := append([]byte("explained for kubelet: "), reply(method, []byte("OOMKilled0"))...); err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("needle: got %q, %v; want %q", got, err, want)
+		}
+		if hdr.Get("x-upstream-header")[0] != "h-"+method || tlr.Get("x-upstream-trailer")[0] != "t-"+method {
+			t.Errorf("needle: header %v, trailer %v", hdr, tlr)
+		}
+		wantCalls(1, 1)
+
+		_, err = e.call(metadata.AppendToOutgoingContext(ctx, "x-code", "5"), method, []byte("OOMKilled"))
+		if st := status.Convert(err); st.Code() != codes.NotFound || st.Message() != "message from runtime: "+method {
+			t.Errorf("runtime error: got %v", err)
+		}
+		wantCalls(0, 1)
+
+		_, err = e.call(metadata.AppendToOutgoingContext(ctx, "x-size", strconv.Itoa(20<<20)), method, []byte("r"))
+		if status.Code(err) != codes.ResourceExhausted {
+			t.Errorf("20 MiB reply with the 16 MiB limit: got %v", err)
+		}
+		f.calls.Store(0)
+		if _, err := e.call(ctx, method, []byte("after")); err != nil {
+			t.Errorf("after an oversized reply: %v", err)
+		}
+	})
+}
+
 func TestInterceptor(t *testing.T) {
 	forEachCore(t, func(t *testing.T) {
 		const method = "/runtime.v1.RuntimeService/RunPodSandbox"

@@ -42,7 +42,8 @@ type rstream struct {
 	body    []byte
 	refused bool
 
-	sink *sink
+	sink  *sink
+	watch *watch // a ReplyFilter's call
 }
 
 // conn is one kubelet connection and its connections to the runtime.
@@ -266,12 +267,16 @@ func (c *conn) kubeletHeaders(f *http2.MetaHeadersFrame, fl *flusher) bool {
 		c.k.recvEnded(rs.k)
 	}
 	if ic := c.s.interceptors[rs.method]; ic != nil {
-		rs.ic = ic
 		rs.fields = slices.Clone(f.Fields)
-		if end {
-			c.startIntercept(rs)
+		if rf, ok := ic.(ReplyFilter); ok {
+			rs.watch = &watch{rf: rf}
+		} else {
+			rs.ic = ic
+			if end {
+				c.startIntercept(rs)
+			}
+			return true
 		}
-		return true
 	}
 	up, err := c.upstream()
 	if err != nil {
@@ -334,6 +339,9 @@ func (c *conn) kubeletData(f *http2.DataFrame, fl *flusher) {
 		return
 	}
 	c.k.credit(fl, os, n-len(data))
+	if rs.watch != nil {
+		rs.watch.addRequest(data)
+	}
 	rs.up.pushData(fl, rs.u, data, end, c.k, os)
 	if end {
 		c.k.recvEnded(os)
@@ -495,6 +503,10 @@ func (c *conn) readUpstream(up *side) {
 				}
 				continue
 			}
+			if rs.watch != nil {
+				c.watchHeaders(rs, f, fl)
+				continue
+			}
 			c.upstreamHeaders(rs, f, fl)
 		case *http2.DataFrame:
 			n := int(f.Length)
@@ -512,6 +524,10 @@ func (c *conn) readUpstream(up *side) {
 				if rs.sink.data(f.Data(), f.StreamEnded()) {
 					up.reset(fl, os, http2.ErrCodeCancel)
 				}
+				continue
+			}
+			if rs.watch != nil {
+				c.watchData(up, rs, os, f, fl)
 				continue
 			}
 			c.upstreamData(up, rs, os, f, fl)

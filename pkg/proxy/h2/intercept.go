@@ -1,11 +1,13 @@
 package h2
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"time"
 
@@ -27,9 +29,146 @@ type Interceptor interface {
 	Intercept(ctx context.Context, req []byte, forward Forward) ([]byte, error)
 }
 
-// startIntercept runs the Interceptor for a call whose request is complete.
-func (c *conn) startIntercept(rs *rstream) {
-	ctx, cancel := context.WithCancel(c.ctx)
+// ReplyFilter is an Interceptor with nothing to do for a call whose
+// successful reply does not contain Needle's bytes. Such calls are relayed
+// as any other, with the reply held until its trailers; only when they
+// carry status OK and the reply has Needle does Intercept run, with a
+// forward that returns that reply (the request it is given is not sent
+// again: the runtime already answered the kubelet's). So Intercept must
+// pass forward the request it received.
+type ReplyFilter interface {
+	Interceptor
+	Needle() []byte
+}
+
+// watch is the state of a relayed call whose reply a ReplyFilter watches.
+type watch struct {
+	rf       ReplyFilter
+	mu       sync.Mutex
+	req      []byte // the request as relayed (kubelet's reader)
+	hdr      []hpack.HeaderField
+	gotHdr   bool
+	body     []byte
+	released bool // the reply goes to the kubelet as it comes (runtime's reader)
+}
+
+func (w *watch) addRequest(p []byte) {
+	w.mu.Lock()
+	w.req = append(w.req, p...)
+	w.mu.Unlock()
+}
+
+// watchHeaders takes a header block of a watched reply.
+func (c *conn) watchHeaders(rs *rstream, f *http2.MetaHeadersFrame, fl *flusher) {
+	w := rs.watch
+	if !w.released {
+		if !f.StreamEnded() && !w.gotHdr {
+			w.gotHdr = true
+			w.hdr = slices.Clone(f.Fields)
+			return
+		}
+		if f.StreamEnded() && w.gotHdr && codeOf(f.Fields) == codes.OK && bytes.Contains(w.body, w.rf.Needle()) {
+			rs.up.abandon(rs.u)
+			tlr := slices.Clone(f.Fields)
+			go c.handOver(rs, tlr)
+			return
+		}
+		c.releaseWatch(rs, fl, false)
+	}
+	c.upstreamHeaders(rs, f, fl)
+}
+
+// watchData takes a DATA frame of a watched reply.
+func (c *conn) watchData(up *side, rs *rstream, os *ostream, f *http2.DataFrame, fl *flusher) {
+	w := rs.watch
+	if w.released {
+		c.upstreamData(up, rs, os, f, fl)
+		return
+	}
+	up.credit(fl, os, int(f.Length))
+	data := f.Data()
+	max := c.s.o.MaxMsgSize
+	if off, size := rs.resp.feed(data, max); off >= 0 {
+		c.finish(rs, tooLarge(size, max), nil, fl)
+		return
+	}
+	w.body = append(w.body, data...)
+	if f.StreamEnded() {
+		// No trailers: as a relayed call, the kubelet's client reports it.
+		c.releaseWatch(rs, fl, true)
+		up.abandon(os)
+	}
+}
+
+// releaseWatch sends what the watch held to the kubelet: the reply goes on
+// as a relayed one.
+func (c *conn) releaseWatch(rs *rstream, fl *flusher, end bool) {
+	w := rs.watch
+	w.released = true
+	c.mu.Lock()
+	if rs.done {
+		c.mu.Unlock()
+		return
+	}
+	if w.gotHdr {
+		rs.respHeaders = true
+	}
+	rs.done = end
+	c.mu.Unlock()
+	if w.gotHdr {
+		c.k.pushHeaders(fl, rs.k, w.hdr, false)
+	}
+	if len(w.body) > 0 || end {
+		c.k.push(fl, rs.k, item{kind: kData, data: w.body, end: end})
+	}
+	w.hdr, w.body = nil, nil
+	if end {
+		c.streamDone(rs, codes.Internal)
+	}
+}
+
+// handOver runs a ReplyFilter for a call whose reply has its needle.
+func (c *conn) handOver(rs *rstream, tlr []hpack.HeaderField) {
+	w := rs.watch
+	ctx, cancel, ok := c.interceptContext(rs)
+	if !ok {
+		return
+	}
+	defer cancel()
+	w.mu.Lock()
+	req := w.req
+	w.mu.Unlock()
+	var (
+		out []byte
+		err error
+	)
+	func() {
+		defer func() {
+			if r := recover(); r != nil {
+				c.s.o.Logger.Error("panic in call", "method", rs.method, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+				c.s.panicked()
+				err = status.Errorf(codes.Internal, "cri-guard: internal error in %s: %v", rs.method, r)
+			}
+		}()
+		msg, st := unframe(req, "request")
+		if st != nil {
+			err = st.Err()
+			return
+		}
+		reply, st := unframe(w.body, "reply")
+		if st != nil {
+			err = st.Err()
+			return
+		}
+		out, err = w.rf.Intercept(ctx, msg, func(context.Context, []byte) ([]byte, error) { return reply, nil })
+	}()
+	c.reply(rs, out, err, metadataOf(w.hdr), metadataOf(tlr))
+}
+
+// interceptContext is the context of an intercepted call: the kubelet's
+// deadline and metadata. ok is false when the call already ended.
+func (c *conn) interceptContext(rs *rstream) (ctx context.Context, cancel context.CancelFunc, ok bool) {
+	ctx, cancel = context.WithCancel(c.ctx)
 	for _, f := range rs.fields {
 		if f.Name == "grpc-timeout" {
 			if d, ok := parseTimeout(f.Value); ok {
@@ -44,11 +183,19 @@ func (c *conn) startIntercept(rs *rstream) {
 	if rs.done {
 		c.mu.Unlock()
 		cancel()
-		return
+		return nil, nil, false
 	}
 	rs.cancel = cancel
 	c.mu.Unlock()
-	ctx = metadata.NewIncomingContext(ctx, metadataOf(rs.fields))
+	return metadata.NewIncomingContext(ctx, metadataOf(rs.fields)), cancel, true
+}
+
+// startIntercept runs the Interceptor for a call whose request is complete.
+func (c *conn) startIntercept(rs *rstream) {
+	ctx, cancel, ok := c.interceptContext(rs)
+	if !ok {
+		return
+	}
 	go func() {
 		defer cancel()
 		var (
