@@ -1,6 +1,6 @@
 // Package h2 is cri-guard's HTTP/2 frame-level forwarding core: an
 // alternative to package proxy's gRPC-level relay, selected with
-// "forwarding: frames".
+// "forwarding: frames" (the default).
 //
 // It is an HTTP/2 endpoint on both hops. Each accepted kubelet connection
 // gets its own upstream connection (h2c with prior knowledge). HEADERS are
@@ -8,12 +8,29 @@
 // as they are, RST_STREAM, trailers and flow control are handled per stream.
 // gRPC messages of relayed calls are never decoded: only their 5-byte length
 // prefixes are read, to enforce the maximum message size as gRPC does.
+//
+// There is no writer goroutine: a frame is usually written by the goroutine
+// that read it, straight from its read buffer, and a reader flushes only
+// before a read that may block, so what one read brought in leaves in one
+// write (see side). Frames are queued, and copied, only when their windows
+// or another writer hold them up.
+//
 // Methods with an Interceptor are answered by the core itself: it collects
 // the request message, runs the Interceptor, and opens a new upstream stream
-// for each forward.
+// for each forward. A ReplyFilter's calls are relayed instead, their reply
+// held until its trailers; only replies holding its needle are handed to it.
 //
 // What it is not: a general HTTP/2 proxy (no push, no priorities, no
 // HTTP/1), nor a gRPC implementation (no compression for intercepted calls,
 // no retries, no keepalive pings of its own). Calls cri-guard makes itself
 // (Conn) go through a small separate grpc.ClientConn.
+//
+// Limits: no cap on the streams it opens toward the runtime (the kubelet's
+// own concurrency bounds them); calls refused by a runtime's GOAWAY are
+// failed with Unavailable, not retried; the upstream connection is dialled
+// on the kubelet connection's reader, which a runtime with a full accept
+// queue can hold up to 5 s; a stream whose client stops reading holds up to
+// its stream window (512 KiB) in the relay, and beyond 2 MiB queued toward a
+// connection such data also holds the connection window (2 MiB), so about
+// eight such streams on one connection stop its other calls.
 package h2
