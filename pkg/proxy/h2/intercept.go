@@ -129,6 +129,7 @@ func (c *conn) releaseWatch(rs *rstream, fl *flusher, end bool) {
 
 // handOver runs a ReplyFilter for a call whose reply has its needle.
 func (c *conn) handOver(rs *rstream, tlr []hpack.HeaderField) {
+	defer c.recoverClose() // a panic while writing the reply
 	w := rs.watch
 	ctx, cancel, ok := c.interceptContext(rs)
 	if !ok {
@@ -197,6 +198,7 @@ func (c *conn) startIntercept(rs *rstream) {
 		return
 	}
 	go func() {
+		defer c.recoverClose() // a panic while writing the reply
 		defer cancel()
 		var (
 			out      []byte
