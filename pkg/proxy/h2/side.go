@@ -134,13 +134,14 @@ type side struct {
 	upstream bool // the runtime's: this endpoint is the client
 
 	// Only the writer (writing is true) uses these.
-	bw    *bufio.Writer
-	wfr   *http2.Framer
-	enc   *hpack.Encoder
-	hbuf  bytes.Buffer
-	batch []wframe
-	wctrl []func(*http2.Framer) error
-	wcred []credit
+	bw     *bufio.Writer
+	wfr    *http2.Framer
+	enc    *hpack.Encoder
+	hbuf   bytes.Buffer
+	hcache blockCache
+	batch  []wframe
+	wctrl  []func(*http2.Framer) error
+	wcred  []credit
 
 	mu          sync.Mutex
 	writing     bool // a goroutine is the writer
@@ -609,6 +610,7 @@ func (s *side) drain(fl *flusher) {
 		if s.newTable {
 			s.newTable = false
 			s.enc.SetMaxDynamicTableSizeLimit(s.tableSize)
+			s.hcache.reset()
 		}
 		s.wcred = s.wcred[:0]
 		if s.connCredit >= creditThreshold {
@@ -793,17 +795,18 @@ func (s *side) write(fl *flusher, w *wframe, maxFrame int, maxHdr uint32) error 
 	case kRST:
 		return s.wfr.WriteRSTStream(w.os.id, it.code)
 	case kHeaders:
-		s.hbuf.Reset()
-		var size uint32
-		for _, f := range it.fields {
-			size += f.Size()
-			s.enc.WriteField(f)
+		if maxHdr != 0 {
+			var size uint32
+			for _, f := range it.fields {
+				size += f.Size()
+			}
+			if size > maxHdr {
+				// The peer would refuse it; reset instead, before the
+				// encoder's table takes in fields the peer never sees.
+				return s.wfr.WriteRSTStream(w.os.id, http2.ErrCodeInternal)
+			}
 		}
-		if maxHdr != 0 && size > maxHdr {
-			// The peer would refuse it; reset instead.
-			return s.wfr.WriteRSTStream(w.os.id, http2.ErrCodeInternal)
-		}
-		block := s.hbuf.Bytes()
+		block := s.encodeHeaders(it.fields)
 		first := block
 		if len(first) > maxFrame {
 			first = block[:maxFrame]
