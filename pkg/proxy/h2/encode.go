@@ -42,10 +42,23 @@ func (s *side) encodeHeaders(fields []hpack.HeaderField) []byte {
 		}
 	}
 	for _, f := range fields {
-		if f.Name == "grpc-timeout" {
-			f.Sensitive = true
-			s.enc.WriteField(f)
+		if f.Name != "grpc-timeout" {
+			continue
 		}
+		if s.hbuf.Len() > 0 && len(f.Value) < 0x7f {
+			// By hand, skipping the encoder's table searches: a literal
+			// never indexed, with a new name, without Huffman coding
+			// (RFC 7541, 6.2.3). Only after other fields: a pending
+			// table size update must start the block.
+			s.hbuf.WriteByte(0x10)
+			s.hbuf.WriteByte(byte(len("grpc-timeout")))
+			s.hbuf.WriteString("grpc-timeout")
+			s.hbuf.WriteByte(byte(len(f.Value)))
+			s.hbuf.WriteString(f.Value)
+			continue
+		}
+		f.Sensitive = true
+		s.enc.WriteField(f)
 	}
 	return s.hbuf.Bytes()
 }
