@@ -42,20 +42,20 @@ func bufDial(l *bufconn.Listener) func(context.Context, string) (net.Conn, error
 }
 
 // BenchmarkRelay relays unary calls with 1 KiB and 1 MiB replies, directly
-// and through pkg/proxy (with the guard's interceptor set, on a method it
-// does not intercept). The relay's own allocations are the difference
-// between the two rows of a size; they should not grow with the size.
+// and through each forwarding core (frames, the default, and grpc). The
+// relay's own allocations are the difference between a core's row and the
+// direct row of the same size; they should not grow with the size.
 func BenchmarkRelay(b *testing.B) {
 	for _, size := range []struct {
 		name string
 		n    int
 	}{{"1KiB", 1 << 10}, {"1MiB", 1 << 20}} {
-		for _, via := range []string{"direct", "cri-guard"} {
+		for _, via := range []string{"direct", proxy.ForwardingFrames, proxy.ForwardingGRPC} {
 			b.Run(via+"/"+size.name, func(b *testing.B) {
 				up := rawUpstream(b, make([]byte, size.n))
 				target := up
-				if via == "cri-guard" {
-					p, err := proxy.New("passthrough:///upstream", proxy.WithDialer(bufDial(up)))
+				if via != "direct" {
+					p, err := proxy.NewCore(via, "passthrough:///upstream", proxy.WithDialer(bufDial(up)))
 					if err != nil {
 						b.Fatal(err)
 					}

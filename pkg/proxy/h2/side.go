@@ -3,6 +3,7 @@ package h2
 import (
 	"bufio"
 	"bytes"
+	"encoding/binary"
 	"net"
 	"slices"
 	"sync"
@@ -839,13 +840,21 @@ func (s *side) write(fl *flusher, w *wframe, maxFrame int, maxHdr uint32) error 
 }
 
 // writeData writes a DATA payload in frames of at most maxFrame bytes.
+// It writes the frame header itself: the Framer would first copy the
+// payload into a frame buffer of its own, one more copy of every relayed
+// byte.
 func (s *side) writeData(id uint32, data []byte, end bool, maxFrame int) error {
 	for {
-		n := len(data)
-		if n > maxFrame {
-			n = maxFrame
+		n := min(len(data), maxFrame)
+		var h [9]byte
+		h[0], h[1], h[2] = byte(n>>16), byte(n>>8), byte(n)
+		h[3] = byte(http2.FrameData)
+		if end && n == len(data) {
+			h[4] = byte(http2.FlagDataEndStream)
 		}
-		if err := s.wfr.WriteData(id, end && n == len(data), data[:n]); err != nil {
+		binary.BigEndian.PutUint32(h[5:], id&(1<<31-1))
+		s.bw.Write(h[:])
+		if _, err := s.bw.Write(data[:n]); err != nil {
 			return err
 		}
 		data = data[n:]
