@@ -140,6 +140,7 @@ type side struct {
 	enc    *hpack.Encoder
 	hbuf   bytes.Buffer
 	hcache blockCache
+	dhdr   [9]byte // a DATA frame header
 	batch  []wframe
 	wctrl  []func(*http2.Framer) error
 	wcred  []credit
@@ -846,14 +847,15 @@ func (s *side) write(fl *flusher, w *wframe, maxFrame int, maxHdr uint32) error 
 func (s *side) writeData(id uint32, data []byte, end bool, maxFrame int) error {
 	for {
 		n := min(len(data), maxFrame)
-		var h [9]byte
+		h := s.dhdr[:]
 		h[0], h[1], h[2] = byte(n>>16), byte(n>>8), byte(n)
 		h[3] = byte(http2.FrameData)
+		h[4] = 0
 		if end && n == len(data) {
 			h[4] = byte(http2.FlagDataEndStream)
 		}
 		binary.BigEndian.PutUint32(h[5:], id&(1<<31-1))
-		s.bw.Write(h[:])
+		s.bw.Write(h)
 		if _, err := s.bw.Write(data[:n]); err != nil {
 			return err
 		}
