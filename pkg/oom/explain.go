@@ -100,7 +100,7 @@ func Explain(s Subject, m Match, e Evidence) (string, bool) {
 	case CgroupNoMemory:
 		b.WriteString("the runtime could not create the cgroup of " + s.what() + ": the pod cgroup's limit leaves no memory for a new cgroup (mkdir: cannot allocate memory)")
 	case LimitBelowUsage:
-		fmt.Fprintf(&b, "the runtime could not lower the memory limit of %s to %s: it already uses %s", s.what(), policy.Bytes(m.Limit), policy.Bytes(m.Usage))
+		fmt.Fprintf(&b, "the runtime could not set the memory limit of %s to %s: it already uses %s", s.what(), policy.Bytes(m.Limit), policy.Bytes(m.Usage))
 		if m.Peak > 0 {
 			fmt.Fprintf(&b, " (peak %s)", policy.Bytes(m.Peak))
 		}

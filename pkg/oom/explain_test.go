@@ -39,7 +39,7 @@ func TestExplain(t *testing.T) {
 			s:    Subject{Pod: "e2e/web", Container: "app", Limit: 2000},
 			m:    update,
 			e:    Evidence{OOMBefore: -1},
-			want: "cri-guard: pod e2e/web: the runtime could not lower the memory limit of container app to 2000 bytes: it already uses 221184 bytes (216Ki) (peak 2256896 bytes (2204Ki)); fix: keep the memory limit above what the container uses, at least 3Mi",
+			want: "cri-guard: pod e2e/web: the runtime could not set the memory limit of container app to 2000 bytes: it already uses 221184 bytes (216Ki) (peak 2256896 bytes (2204Ki)); fix: keep the memory limit above what the container uses, at least 3Mi",
 		},
 		"pattern without evidence": {
 			s: Subject{Pod: "e2e/web"},

@@ -170,7 +170,7 @@ func TestStartAndResizeFailuresExplained(t *testing.T) {
 	msg := status.Convert(err).Message()
 	t.Logf("StartContainer: %s", msg)
 	wantLines(t, "the StartContainer error", msg,
-		pod+"the runtime could not lower the memory limit of container tiny to 2000 bytes: it already uses ",
+		pod+"the runtime could not set the memory limit of container tiny to 2000 bytes: it already uses ",
 		"; fix: ", "; runtime error: ", "unable to set memory limit to 2000 (current usage: ")
 
 	app, err := rs.CreateContainer(ctx, sb, containerConfig(rt, "app", 64<<20), cfg)
@@ -184,6 +184,6 @@ func TestStartAndResizeFailuresExplained(t *testing.T) {
 	msg = status.Convert(err).Message()
 	t.Logf("UpdateContainerResources: %s", msg)
 	wantLines(t, "the UpdateContainerResources error", msg,
-		pod+"the runtime could not lower the memory limit of container app to 2000 bytes: it already uses ",
+		pod+"the runtime could not set the memory limit of container app to 2000 bytes: it already uses ",
 		"; runtime error: ", "unable to set memory limit to 2000 (current usage: ")
 }
