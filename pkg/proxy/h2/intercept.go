@@ -139,31 +139,31 @@ func (c *conn) handOver(rs *rstream, tlr []hpack.HeaderField) {
 	w.mu.Lock()
 	req := w.req
 	w.mu.Unlock()
-	var (
-		out []byte
-		err error
-	)
-	func() {
-		defer func() {
-			if r := recover(); r != nil {
-				c.s.o.Logger.Error("panic in call", "method", rs.method, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
-				c.s.panicked()
-				err = status.Errorf(codes.Internal, "cri-guard: internal error in %s: %v", rs.method, r)
-			}
-		}()
+	out, err := c.safely(rs, func() ([]byte, error) {
 		msg, st := unframe(req, "request")
 		if st != nil {
-			err = st.Err()
-			return
+			return nil, st.Err()
 		}
 		reply, st := unframe(w.body, "reply")
 		if st != nil {
-			err = st.Err()
-			return
+			return nil, st.Err()
 		}
-		out, err = w.rf.Intercept(ctx, msg, func(context.Context, []byte) ([]byte, error) { return reply, nil })
-	}()
+		return w.rf.Intercept(ctx, msg, func(context.Context, []byte) ([]byte, error) { return reply, nil })
+	})
 	c.reply(rs, out, err, metadataOf(w.hdr), metadataOf(tlr))
+}
+
+// safely runs an Interceptor's work; a panic becomes Internal, as in the
+// gRPC core, and is counted.
+func (c *conn) safely(rs *rstream, f func() ([]byte, error)) (out []byte, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			c.s.o.Logger.Error("panic in call", "method", rs.method, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			c.s.panicked()
+			out, err = nil, status.Errorf(codes.Internal, "cri-guard: internal error in %s: %v", rs.method, r)
+		}
+	}()
+	return f()
 }
 
 // interceptContext is the context of an intercepted call: the kubelet's
@@ -200,30 +200,18 @@ func (c *conn) startIntercept(rs *rstream) {
 	go func() {
 		defer c.recoverClose() // a panic while writing the reply
 		defer cancel()
-		var (
-			out      []byte
-			err      error
-			hdr, tlr metadata.MD
-		)
-		func() {
-			defer func() {
-				if r := recover(); r != nil {
-					c.s.o.Logger.Error("panic in call", "method", rs.method, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
-					c.s.panicked()
-					err = status.Errorf(codes.Internal, "cri-guard: internal error in %s: %v", rs.method, r)
-				}
-			}()
+		var hdr, tlr metadata.MD
+		out, err := c.safely(rs, func() ([]byte, error) {
 			msg, st := unframe(rs.body, "request")
 			rs.body = nil
 			if st != nil {
-				err = st.Err()
-				return
+				return nil, st.Err()
 			}
 			forward := func(ctx context.Context, body []byte) ([]byte, error) {
 				return c.forward(ctx, rs, body, &hdr, &tlr)
 			}
-			out, err = rs.ic.Intercept(ctx, msg, forward)
-		}()
+			return rs.ic.Intercept(ctx, msg, forward)
+		})
 		c.reply(rs, out, err, hdr, tlr)
 	}()
 }
