@@ -6,34 +6,25 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/cri-guard/cri-guard/pkg/proxy/h2"
 )
 
-// Forward sends an encoded request to the runtime and returns the encoded
-// reply. It is how an Interceptor reaches the forwarding core. It is an
-// alias, so that every core's Interceptor interface is the same.
-type Forward = func(ctx context.Context, req []byte) ([]byte, error)
-
-// Interceptor handles the calls of one unary method instead of the plain
-// relay. Build one with Unary.
-type Interceptor interface {
-	// Method is the full gRPC method name, e.g.
-	// "/runtime.v1.RuntimeService/RunPodSandbox".
-	Method() string
-	// Intercept handles one call: req is the kubelet's encoded request,
-	// forward reaches the runtime, and the result is the encoded reply.
-	Intercept(ctx context.Context, req []byte, forward Forward) ([]byte, error)
-}
-
-// ReplyFilter is an Interceptor with nothing to do for a call whose
-// successful encoded reply does not contain Needle's bytes. The frame-level
-// core relays such calls as any other, holding only the reply until its
-// trailers, and runs Intercept only for the others, with a forward that
-// returns the reply already received: Intercept must pass forward the
-// request it was given. The gRPC-level core runs Intercept for every call.
-type ReplyFilter interface {
-	Interceptor
-	Needle() []byte
-}
+// The hook types are defined once, in package h2, so that both forwarding
+// cores take the same Interceptors.
+type (
+	// Forward sends an encoded request to the runtime and returns the
+	// encoded reply. It is how an Interceptor reaches the forwarding core.
+	Forward = h2.Forward
+	// Interceptor handles the calls of one unary method instead of the
+	// plain relay. Build one with Unary.
+	Interceptor = h2.Interceptor
+	// ReplyFilter is an Interceptor with nothing to do for a call whose
+	// successful encoded reply does not contain its needle. The frame-level
+	// core relays such calls as any other and runs Intercept only for
+	// replies with the needle; the gRPC-level core runs it for every call.
+	ReplyFilter = h2.ReplyFilter
+)
 
 // Handler intercepts one unary method. It receives the decoded request, and
 // next, which forwards a request to the runtime and decodes its reply.

@@ -19,13 +19,17 @@ import (
 )
 
 // Forward sends an encoded request to the runtime and returns the encoded
-// reply. It is the same type as proxy.Forward.
+// reply (proxy.Forward).
 type Forward = func(ctx context.Context, req []byte) ([]byte, error)
 
-// Interceptor handles the calls of one unary method; proxy.Interceptor
-// values satisfy it.
+// Interceptor handles the calls of one unary method instead of the plain
+// relay (proxy.Interceptor; proxy.Unary builds typed ones).
 type Interceptor interface {
+	// Method is the full gRPC method name, e.g.
+	// "/runtime.v1.RuntimeService/RunPodSandbox".
 	Method() string
+	// Intercept handles one call: req is the kubelet's encoded request,
+	// forward reaches the runtime, and the result is the encoded reply.
 	Intercept(ctx context.Context, req []byte, forward Forward) ([]byte, error)
 }
 
