@@ -23,7 +23,7 @@ const (
 	// means the pod cgroup's limit leaves nothing to charge the new memory
 	// cgroup to.
 	CgroupNoMemory Family = "cgroup-enomem"
-	// LimitBelowUsage: the runtime refused to lower a limit below the
+	// LimitBelowUsage: the runtime refused to set a limit below the
 	// current usage.
 	LimitBelowUsage Family = "limit-below-usage"
 	// InitDied: the container's first process vanished while the runtime

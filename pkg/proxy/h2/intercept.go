@@ -173,16 +173,10 @@ func (c *conn) safely(rs *rstream, f func() ([]byte, error)) (out []byte, err er
 // interceptContext is the context of an intercepted call: the kubelet's
 // deadline and metadata. ok is false when the call already ended.
 func (c *conn) interceptContext(rs *rstream) (ctx context.Context, cancel context.CancelFunc, ok bool) {
-	ctx, cancel = context.WithCancel(c.ctx)
-	for _, f := range rs.fields {
-		if f.Name == "grpc-timeout" {
-			if d, ok := parseTimeout(f.Value); ok {
-				var cancel2 context.CancelFunc
-				ctx, cancel2 = context.WithTimeout(ctx, d)
-				prev := cancel
-				cancel = func() { cancel2(); prev() }
-			}
-		}
+	if rs.deadline.IsZero() {
+		ctx, cancel = context.WithCancel(c.ctx)
+	} else {
+		ctx, cancel = context.WithDeadline(c.ctx, rs.deadline) // from grpc-timeout, when the call came in
 	}
 	c.mu.Lock()
 	if rs.done {
