@@ -45,6 +45,7 @@ test: deps build tools ## run every test: unit, fuzz and bench smoke, and the re
 	$(GO) test -count=1 ./...
 	$(MAKE) fuzz FUZZTIME=$(FUZZTIME)
 	$(MAKE) bench-smoke
+	$(MAKE) bench-smoke-real
 	CRI_GUARD_E2E=1 CRI_GUARD_BIN=$(CURDIR)/$(BIN)/cri-guard CRITEST=$(CURDIR)/$(BIN)/critest \
 		$(GO) test -count=1 -timeout 25m -v ./test/e2e/ ./internal/harness/ 2>&1 | tee $(BIN)/e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|critest' ; \
 		exit $${PIPESTATUS[0]}
@@ -96,6 +97,11 @@ bench-smoke: ## run the relay benchmark for a few seconds (fake runtime only, no
 	$(GO) build -o $(BIN)/cri-guard-bench ./bench
 	$(BIN)/cri-guard-bench -dur 50ms -conc 1,16 -entries 500 -real=false -strict -json $(BIN)/bench-smoke.json >/dev/null
 	$(GO) test -run '^$$' -bench '^BenchmarkRelay' -benchmem -benchtime 5x ./bench/ >/dev/null
+
+.PHONY: bench-smoke-real
+bench-smoke-real: build ## run the relay benchmark briefly against a scratch containerd with 5 containers (as root), failing on any error
+	$(GO) build -o $(BIN)/cri-guard-bench ./bench
+	$(BIN)/cri-guard-bench -dur 50ms -conc 1 -entries 500 -workloads Version -containers 5 -guard-bin $(BIN)/cri-guard -strict -json $(BIN)/bench-smoke-real.json >/dev/null
 
 .PHONY: install
 install: build ## install the binary, systemd units, kubelet drop-in and (if absent) config under DESTDIR/PREFIX
