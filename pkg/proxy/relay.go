@@ -11,10 +11,11 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+
+	"github.com/cri-guard/cri-guard/pkg/proxy/h2"
 )
 
 // streamDesc lets one upstream stream carry any kind of call: unary, server
@@ -193,13 +194,5 @@ func (s *Server) forwardRequests(ss grpc.ServerStream, cs grpc.ClientStream, can
 // errors pass unchanged. When the runtime cannot be reached, the error says
 // which runtime, since the kubelet only knows cri-guard's socket.
 func (s *Server) upstreamError(err error) error {
-	st, ok := status.FromError(err)
-	if !ok {
-		return status.FromContextError(err).Err()
-	}
-	if st.Code() == codes.Unavailable && s.conn.GetState() != connectivity.Ready &&
-		!strings.HasPrefix(st.Message(), "cri-guard:") {
-		return status.Errorf(codes.Unavailable, "cri-guard: runtime %s is unavailable: %s", s.upstream, st.Message())
-	}
-	return err
+	return h2.RuntimeError(s.upstream, s.conn.GetState(), err)
 }

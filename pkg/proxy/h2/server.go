@@ -258,16 +258,24 @@ func (s *Server) UpstreamState() connectivity.State { return s.gconn.GetState() 
 func (s *Server) CheckUpstream(ctx context.Context) (*runtimeapi.VersionResponse, error) {
 	resp, err := runtimeapi.NewRuntimeServiceClient(s.gconn).Version(ctx, &runtimeapi.VersionRequest{})
 	if err != nil {
-		st, ok := status.FromError(err)
-		if !ok {
-			return nil, status.FromContextError(err).Err()
-		}
-		if st.Code() == codes.Unavailable && s.gconn.GetState() != connectivity.Ready && !strings.HasPrefix(st.Message(), "cri-guard:") {
-			return nil, status.Errorf(codes.Unavailable, "cri-guard: runtime %s is unavailable: %s", s.upstream, st.Message())
-		}
-		return nil, err
+		return nil, RuntimeError(s.upstream, s.gconn.GetState(), err)
 	}
 	return resp, nil
+}
+
+// RuntimeError words the error of a call made to the runtime at target
+// over a grpc.ClientConn in state, as both cores say it: a runtime that
+// cannot be reached is named in an Unavailable status; other statuses pass
+// as they are, and a context error becomes its status.
+func RuntimeError(target string, state connectivity.State, err error) error {
+	st, ok := status.FromError(err)
+	if !ok {
+		return status.FromContextError(err).Err()
+	}
+	if st.Code() == codes.Unavailable && state != connectivity.Ready && !strings.HasPrefix(st.Message(), "cri-guard:") {
+		return status.Errorf(codes.Unavailable, "cri-guard: runtime %s is unavailable: %s", target, st.Message())
+	}
+	return err
 }
 
 func (s *Server) panicked() {
