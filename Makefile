@@ -76,10 +76,10 @@ soak: deps build ## run the soak test against a real containerd for SOAK (defaul
 
 .PHONY: fuzz
 fuzz: ## run each fuzzer for FUZZTIME (default 10s)
-	@set -e; for pkg in $$($(GO) list ./...); do \
+	@set -e; mkdir -p $(BIN); for pkg in $$($(GO) list ./...); do \
 		for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz'); do \
 			echo "fuzz $$pkg $$f"; \
-			$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg >/dev/null || { $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime 1x $$pkg; exit 1; }; \
+			$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg >$(BIN)/fuzz.log 2>&1 || { cat $(BIN)/fuzz.log; exit 1; }; \
 		done; \
 	done
 

@@ -189,12 +189,22 @@ func TestQuantity(t *testing.T) {
 		want int64
 		err  string
 	}{
-		"Mi":          {in: "12Mi", want: 12 * MiB},
-		"bytes":       {in: "2000", want: 2000},
-		"milli":       {in: "500m", want: 1},
-		"exponent":    {in: "1e3", want: 1000},
-		"negative":    {in: "-1", err: `"-1" is negative`},
-		"docker unit": {in: "12MB", err: `"12MB" is not a quantity (use a number of bytes or a suffix such as Ki, Mi, Gi): quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'`},
+		"Mi":                     {in: "12Mi", want: 12 * MiB},
+		"bytes":                  {in: "2000", want: 2000},
+		"milli":                  {in: "500m", want: 1},
+		"exponent":               {in: "1e3", want: 1000},
+		"negative":               {in: "-1", err: `"-1" is negative`},
+		"negative exponent form": {in: "-1e400", err: `"-1e400" is out of range: the exponent is beyond ±30`},
+		"largest":                {in: "9223372036854775807", want: 1<<63 - 1},
+		"exa":                    {in: "7E", want: 7_000_000_000_000_000_000},
+		"one past":               {in: "9223372036854775808", err: `"9223372036854775808" is out of range: more than 9223372036854775807 bytes`},
+		"too large":              {in: "1e19", err: `"1e19" is out of range: more than 9223372036854775807 bytes`},
+		"8Ei capped":             {in: "8Ei", want: 1<<63 - 1}, // apimachinery caps binary suffixes
+		"huge exponent":          {in: "1e400", err: `"1e400" is out of range: the exponent is beyond ±30`},
+		"exponent past int":      {in: "9223e372036854775807", err: `"9223e372036854775807" is out of range: the exponent is beyond ±30`},
+		"tiny exponent":          {in: "1e-31", err: `"1e-31" is out of range: the exponent is beyond ±30`},
+		"small exponent":         {in: "1e-30", want: 1},
+		"docker unit":            {in: "12MB", err: `"12MB" is not a quantity (use a number of bytes or a suffix such as Ki, Mi, Gi): quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'`},
 	} {
 		t.Run(name, func(t *testing.T) {
 			got, err := ParseQuantity(tc.in)

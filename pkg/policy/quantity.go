@@ -1,7 +1,9 @@
 package policy
 
 import (
+	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 
@@ -15,18 +17,50 @@ const (
 	GiB = int64(1) << 30
 )
 
+// maxExponent bounds a decimal exponent ("1e3") before apimachinery sees
+// it: parsing takes time in proportion to the exponent, and 1e2147483648
+// does not return. 10^19 is already more bytes than an int64 holds.
+const maxExponent = 30
+
 // ParseQuantity parses a Kubernetes memory quantity such as "12Mi" into
-// bytes, rounding fractions up as the kubelet does.
+// bytes, rounding fractions up as the kubelet does. It refuses negative
+// quantities and any that do not fit in an int64 (apimachinery's Value
+// reads those as 0 or negative), except that apimachinery itself caps
+// binary ones ("8Ei") at the largest int64.
 func ParseQuantity(s string) (int64, error) {
+	if exp, ok := exponent(s); ok && (exp == nil || *exp > maxExponent || *exp < -maxExponent) {
+		return 0, fmt.Errorf("%q is out of range: the exponent is beyond ±%d", s, maxExponent)
+	}
 	q, err := resource.ParseQuantity(s)
 	if err != nil {
 		return 0, fmt.Errorf("%q is not a quantity (use a number of bytes or a suffix such as Ki, Mi, Gi): %w", s, err)
 	}
-	v := q.Value()
-	if v < 0 {
+	if q.Sign() < 0 {
 		return 0, fmt.Errorf("%q is negative", s)
 	}
-	return v, nil
+	if q.CmpInt64(math.MaxInt64) > 0 {
+		return 0, fmt.Errorf("%q is out of range: more than %d bytes", s, int64(math.MaxInt64))
+	}
+	return q.Value(), nil
+}
+
+// exponent finds a decimal-exponent suffix ("e3", "E-2") after the number.
+// ok is false when s has none (a bare "E" is the exa suffix); exp is nil
+// when the exponent does not fit in an int.
+func exponent(s string) (exp *int, ok bool) {
+	rest := strings.TrimLeft(s, "+-0123456789.")
+	if len(rest) < 2 || (rest[0] != 'e' && rest[0] != 'E') {
+		return nil, false
+	}
+	n, err := strconv.Atoi(rest[1:])
+	switch {
+	case err == nil:
+		return &n, true
+	case errors.Is(err, strconv.ErrRange):
+		return nil, true
+	default:
+		return nil, false // not an exponent; apimachinery says why
+	}
 }
 
 // Quantity formats bytes as the shortest exact Kubernetes quantity: 12Mi,
