@@ -121,8 +121,7 @@ func (c *conn) serve() {
 			}
 		case *http2.PingFrame:
 			if !f.IsAck() {
-				d := f.Data
-				c.k.control(fl, func(fr *http2.Framer) error { return fr.WritePing(true, d) })
+				c.k.pingAck(fl, f.Data)
 			}
 		case *http2.WindowUpdateFrame:
 			c.k.windowUpdate(fl, f.StreamID, f.Increment)
@@ -481,8 +480,7 @@ func (c *conn) readUpstream(up *side) {
 			}
 		case *http2.PingFrame:
 			if !f.IsAck() {
-				d := f.Data
-				up.control(fl, func(fr *http2.Framer) error { return fr.WritePing(true, d) })
+				up.pingAck(fl, f.Data)
 			}
 		case *http2.WindowUpdateFrame:
 			up.windowUpdate(fl, f.StreamID, f.Increment)

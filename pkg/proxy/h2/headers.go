@@ -2,6 +2,7 @@ package h2
 
 import (
 	"bufio"
+	"encoding/binary"
 	"errors"
 	"strings"
 
@@ -18,6 +19,7 @@ type blockReader struct {
 	dec     *hpack.Decoder
 	mh      http2.MetaHeadersFrame
 	remain  uint32 // header list bytes still accepted in this block
+	open    bool   // a block's last fragment is still to come
 	regular bool   // a regular field was seen: no pseudo field may follow
 	invalid error
 }
@@ -90,6 +92,7 @@ func (b *blockReader) frame(f http2.Frame) (*http2.MetaHeadersFrame, error) {
 	if _, err := b.dec.Write(frag); err != nil {
 		return nil, http2.ConnectionError(http2.ErrCodeCompression)
 	}
+	b.open = !ended
 	if !ended {
 		return nil, nil
 	}
@@ -150,11 +153,18 @@ func checkPseudos(fields []hpack.HeaderField) error {
 // frameReader reads the frames of one connection for its reader goroutine:
 // header blocks come back decoded (see blockReader), and what the reader
 // relayed is flushed before a read that may wait for the peer.
+//
+// As the Framer reuses DATA frames, the reader reuses its WINDOW_UPDATE and
+// PING frames, which come with every few DATA frames of a large reply: it
+// parses well-formed ones itself and leaves anything else to the Framer,
+// which says what is wrong. A frame it returns is valid until the next read.
 type frameReader struct {
-	br *bufio.Reader
-	fr *http2.Framer
-	hb *blockReader
-	fl *flusher
+	br   *bufio.Reader
+	fr   *http2.Framer
+	hb   *blockReader
+	fl   *flusher
+	wu   http2.WindowUpdateFrame
+	ping http2.PingFrame
 }
 
 func newFrameReader(br *bufio.Reader) *frameReader {
@@ -171,6 +181,9 @@ func (r *frameReader) next() (http2.Frame, error) {
 	for {
 		if wouldBlock(r.br) {
 			r.fl.flush()
+		}
+		if f := r.small(); f != nil {
+			return f, nil
 		}
 		f, err := r.fr.ReadFrame()
 		if err != nil {
@@ -189,6 +202,49 @@ func (r *frameReader) next() (http2.Frame, error) {
 		}
 		return f, nil
 	}
+}
+
+// small reads the next frame if it is a well-formed WINDOW_UPDATE or PING,
+// into the reader's own frame; otherwise it reads nothing. Within a header
+// block only CONTINUATION may come, and the Framer says so.
+func (r *frameReader) small() http2.Frame {
+	if r.hb.open {
+		return nil
+	}
+	h, err := r.br.Peek(9)
+	if err != nil {
+		return nil
+	}
+	fh := http2.FrameHeader{
+		Type:     http2.FrameType(h[3]),
+		Flags:    http2.Flags(h[4]),
+		Length:   uint32(h[0])<<16 | uint32(h[1])<<8 | uint32(h[2]),
+		StreamID: binary.BigEndian.Uint32(h[5:]) & (1<<31 - 1),
+	}
+	switch {
+	case fh.Type == http2.FrameWindowUpdate && fh.Length == 4:
+		p, err := r.br.Peek(13)
+		if err != nil {
+			return nil
+		}
+		inc := binary.BigEndian.Uint32(p[9:]) & (1<<31 - 1)
+		if inc == 0 {
+			return nil
+		}
+		r.br.Discard(13)
+		r.wu = http2.WindowUpdateFrame{FrameHeader: fh, Increment: inc}
+		return &r.wu
+	case fh.Type == http2.FramePing && fh.Length == 8 && fh.StreamID == 0:
+		p, err := r.br.Peek(17)
+		if err != nil {
+			return nil
+		}
+		r.ping = http2.PingFrame{FrameHeader: fh}
+		copy(r.ping.Data[:], p[9:])
+		r.br.Discard(17)
+		return &r.ping
+	}
+	return nil
 }
 
 // wouldBlock tells whether reading the next frame from br may wait for the

@@ -145,3 +145,68 @@ func TestBlockReaderReusesFields(t *testing.T) {
 		t.Fatalf("the first block's fields were not reused (%q): update this test and the copying rule", first[0].Value)
 	}
 }
+
+// TestFrameReaderSmallFrames: the WINDOW_UPDATE and PING frames that the
+// reader parses itself come out as the Framer reads them, malformed ones
+// fail as the Framer fails them, and the frames are reused.
+func TestFrameReaderSmallFrames(t *testing.T) {
+	frame := func(typ http2.FrameType, flags http2.Flags, id uint32, payload ...byte) []byte {
+		n := len(payload)
+		return append([]byte{byte(n >> 16), byte(n >> 8), byte(n), byte(typ), byte(flags), byte(id >> 24), byte(id >> 16), byte(id >> 8), byte(id)}, payload...)
+	}
+	openBlock := frame(http2.FrameHeaders, 0, 1, 0x82) // :method GET, no END_HEADERS
+	for name, tc := range map[string]struct {
+		in     []byte
+		frames int    // frames read before the one compared
+		err    string // "": a frame
+	}{
+		"window update":         {in: frame(http2.FrameWindowUpdate, 0, 0, 0, 0, 0x40, 0)},
+		"stream window update":  {in: frame(http2.FrameWindowUpdate, 0, 3, 0, 1, 0, 0)},
+		"reserved bits":         {in: frame(http2.FrameWindowUpdate, 0, 1<<31|3, 0xff, 0xff, 0xff, 0xff)},
+		"zero increment":        {in: frame(http2.FrameWindowUpdate, 0, 0, 0, 0, 0, 0), err: "connection error: PROTOCOL_ERROR"},
+		"zero stream increment": {in: frame(http2.FrameWindowUpdate, 0, 3, 0, 0, 0, 0), err: "stream error: stream ID 3; PROTOCOL_ERROR"},
+		"long window update":    {in: frame(http2.FrameWindowUpdate, 0, 0, 0, 0, 0, 1, 0), err: "connection error: FRAME_SIZE_ERROR"},
+		"cut window update":     {in: frame(http2.FrameWindowUpdate, 0, 0, 0, 0, 0x40, 0)[:12], err: "unexpected EOF"},
+		"ping":                  {in: frame(http2.FramePing, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8)},
+		"ping ack":              {in: frame(http2.FramePing, http2.FlagPingAck, 0, 8, 7, 6, 5, 4, 3, 2, 1)},
+		"ping on a stream":      {in: frame(http2.FramePing, 0, 1, 1, 2, 3, 4, 5, 6, 7, 8), err: "connection error: PROTOCOL_ERROR"},
+		"short ping":            {in: frame(http2.FramePing, 0, 0, 1, 2, 3, 4, 5, 6, 7), err: "connection error: FRAME_SIZE_ERROR"},
+		"inside a header block": {in: append(openBlock, frame(http2.FrameWindowUpdate, 0, 0, 0, 0, 0x40, 0)...), frames: 1, err: "connection error: PROTOCOL_ERROR"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			fr := http2.NewFramer(nil, bytes.NewReader(tc.in))
+			r := newFrameReader(bufio.NewReader(bytes.NewReader(tc.in)))
+			for range tc.frames {
+				if _, err := fr.ReadFrame(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, wantErr := fr.ReadFrame()
+			got, err := r.next()
+			if tc.err != "" || wantErr != nil {
+				if err == nil || wantErr == nil || err.Error() != tc.err || wantErr.Error() != tc.err {
+					t.Fatalf("got %v, the Framer %v; want %q", err, wantErr, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if g, w := got.Header(), want.Header(); g.Type != w.Type || g.Flags != w.Flags || g.Length != w.Length || g.StreamID != w.StreamID {
+				t.Fatalf("got %v, the Framer %v", g, w)
+			}
+			switch w := want.(type) {
+			case *http2.WindowUpdateFrame:
+				if g := got.(*http2.WindowUpdateFrame); g.Increment != w.Increment || g != &r.wu {
+					t.Fatalf("got increment %d (own frame: %v), the Framer %d", g.Increment, g == &r.wu, w.Increment)
+				}
+			case *http2.PingFrame:
+				if g := got.(*http2.PingFrame); g.Data != w.Data || g.IsAck() != w.IsAck() || g != &r.ping {
+					t.Fatalf("got %v ack %v (own frame: %v), the Framer %v ack %v", g.Data, g.IsAck(), g == &r.ping, w.Data, w.IsAck())
+				}
+			default:
+				t.Fatalf("the Framer read a %T", want)
+			}
+		})
+	}
+}

@@ -17,8 +17,12 @@ const (
 	ourStreamWindow = 512 << 10
 	ourConnWindow   = 2 << 20
 	ourMaxFrame     = 1 << 20
-	// Received bytes are credited back once this many have been forwarded.
-	creditThreshold = 128 << 10
+	// Received bytes are credited back once this many have been forwarded:
+	// a quarter of the window, as gRPC does, so that a peer sending a large
+	// reply parses a WINDOW_UPDATE for every 128 KiB of a stream and every
+	// 512 KiB of the connection.
+	creditThreshold     = ourStreamWindow / 4
+	connCreditThreshold = ourConnWindow / 4
 	// While less than this is queued toward a side, DATA queued there (its
 	// stream's window there is full: a stalled stream) gives its
 	// connection window back to where it came from at once, so that a few
@@ -106,6 +110,10 @@ func copyData(p []byte) ([]byte, *[]byte) {
 	return (*b)[:copy(*b, p)], b
 }
 
+// maxFreeItems bounds both the queues a side keeps for reuse and the
+// length of one kept queue's array.
+const maxFreeItems = 64
+
 // ostream is one stream on one side: the frames queued toward that side,
 // the send window granted by that side, and the credit owed to it.
 type ostream struct {
@@ -143,12 +151,15 @@ type side struct {
 	dhdr   [9]byte // a DATA frame header
 	batch  []wframe
 	wctrl  []func(*http2.Framer) error
+	wpings [][8]byte
 	wcred  []credit
 
 	mu          sync.Mutex
 	writing     bool // a goroutine is the writer
 	flushWanted bool // the writer must flush before it gives up the role
 	ctrl        []func(*http2.Framer) error
+	pings       [][8]byte // PING acks to write
+	freeItems   [][]item  // emptied stream queues, for reuse (see emptyItemsLocked)
 	ready       []*ostream
 	streams     map[uint32]*ostream
 	connWin     int64
@@ -265,6 +276,22 @@ func (s *side) control(fl *flusher, f func(*http2.Framer) error) {
 	}
 }
 
+// pingAck answers a PING: a control frame kept without a closure, since
+// a peer's flow-control estimator may ping with every few DATA frames.
+func (s *side) pingAck(fl *flusher, data [8]byte) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	s.pings = append(s.pings, data)
+	w := s.becomeWriterLocked(fl)
+	s.mu.Unlock()
+	if w {
+		s.drain(fl)
+	}
+}
+
 // register makes os known under id; call with s.mu held.
 func (s *side) registerLocked(os *ostream, id uint32) {
 	os.id = id
@@ -290,6 +317,16 @@ func (s *side) lookupOpen(id uint32) *ostream {
 	return nil
 }
 
+// emptyItemsLocked forgets os's queue. An empty queue's array is kept for
+// the next stream that queues, so that a stream's queue does not grow from
+// nothing on every call; what is still queued is left to the caller.
+func (s *side) emptyItemsLocked(os *ostream) {
+	if os.head == len(os.items) && cap(os.items) > 0 && cap(os.items) <= maxFreeItems && len(s.freeItems) < maxFreeItems {
+		s.freeItems = append(s.freeItems, os.items[:0])
+	}
+	os.items, os.head = nil, 0
+}
+
 // push queues items on os and writes them if no other goroutine is
 // writing. It returns false when the side is closed: nothing was queued.
 func (s *side) push(fl *flusher, os *ostream, its ...item) bool {
@@ -307,6 +344,10 @@ func (s *side) push(fl *flusher, os *ostream, its ...item) bool {
 		n := copy(os.items, os.items[os.head:])
 		clear(os.items[n:])
 		os.items, os.head = os.items[:n], 0
+	}
+	if os.items == nil && len(s.freeItems) > 0 {
+		os.items = s.freeItems[len(s.freeItems)-1]
+		s.freeItems = s.freeItems[:len(s.freeItems)-1]
 	}
 	os.items = append(os.items, its...)
 	for i := range its {
@@ -364,7 +405,7 @@ func (s *side) pushData(fl *flusher, os *ostream, p []byte, end bool, src *side,
 	os.win -= n
 	if end {
 		os.sentEnd = true
-		os.items, os.head = nil, 0
+		s.emptyItemsLocked(os)
 		if os.recvEnd {
 			delete(s.streams, os.id)
 		}
@@ -396,7 +437,7 @@ func (s *side) pushHeaders(fl *flusher, os *ostream, fields []hpack.HeaderField,
 	}
 	if end {
 		os.sentEnd = true
-		os.items, os.head = nil, 0
+		s.emptyItemsLocked(os)
 		if os.recvEnd {
 			delete(s.streams, os.id)
 		}
@@ -487,7 +528,7 @@ func (s *side) give(fl *flusher, os *ostream, conn, stream int) {
 	}
 	s.mu.Lock()
 	s.connCredit += int64(max(conn, 0))
-	wake := s.connCredit >= creditThreshold
+	wake := s.connCredit >= connCreditThreshold
 	if os != nil && stream > 0 && !os.recvEnd {
 		if os.credit == 0 {
 			s.credits = append(s.credits, os)
@@ -609,13 +650,15 @@ func (s *side) drain(fl *flusher) {
 		s.wctrl = append(s.wctrl[:0], s.ctrl...)
 		clear(s.ctrl)
 		s.ctrl = s.ctrl[:0]
+		s.wpings = append(s.wpings[:0], s.pings...)
+		s.pings = s.pings[:0]
 		if s.newTable {
 			s.newTable = false
 			s.enc.SetMaxDynamicTableSizeLimit(s.tableSize)
 			s.hcache.reset()
 		}
 		s.wcred = s.wcred[:0]
-		if s.connCredit >= creditThreshold {
+		if s.connCredit >= connCreditThreshold {
 			s.wcred = append(s.wcred, credit{0, s.connCredit})
 			s.connCredit = 0
 		}
@@ -636,7 +679,7 @@ func (s *side) drain(fl *flusher) {
 			s.credits = keep
 		}
 		s.batch = s.pickLocked(s.batch[:0])
-		if len(s.wctrl) == 0 && len(s.wcred) == 0 && len(s.batch) == 0 {
+		if len(s.wctrl) == 0 && len(s.wpings) == 0 && len(s.wcred) == 0 && len(s.batch) == 0 {
 			buffered := s.bw.Buffered() > 0
 			if buffered && (flush || s.flushWanted) {
 				s.flushWanted = false
@@ -669,6 +712,12 @@ func (s *side) drain(fl *flusher) {
 		for i, f := range s.wctrl {
 			s.wctrl[i] = nil
 			if err := f(s.wfr); err != nil {
+				s.fail()
+				return
+			}
+		}
+		for _, d := range s.wpings {
+			if err := s.wfr.WritePing(true, d); err != nil {
 				s.fail()
 				return
 			}
@@ -758,7 +807,7 @@ func (s *side) pickLocked(batch []wframe) []wframe {
 			}
 			if it.end || it.kind == kRST {
 				os.sentEnd = true
-				os.items, os.head = nil, 0
+				s.emptyItemsLocked(os)
 			}
 			batch = append(batch, wframe{os, it})
 		}
