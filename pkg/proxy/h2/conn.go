@@ -120,9 +120,7 @@ func (c *conn) serve() {
 				c.k.settings(fl, f)
 			}
 		case *http2.PingFrame:
-			if !f.IsAck() {
-				c.k.pingAck(fl, f.Data)
-			}
+			c.kubeletPing(fl, f)
 		case *http2.WindowUpdateFrame:
 			c.k.windowUpdate(fl, f.StreamID, f.Increment)
 		case *http2.MetaHeadersFrame:
@@ -138,6 +136,38 @@ func (c *conn) serve() {
 		case *http2.PushPromiseFrame:
 			return
 		}
+	}
+}
+
+// kubeletPing relays a PING from the kubelet to the runtime, and
+// upstreamPing one from the runtime to the kubelet, as a byte splice
+// would. Both peers' flow-control estimators ping after every few DATA
+// frames; relayed, a ping and its answer ride with the frames written
+// anyway, where answering it here cost a write of its own on each hop.
+// The relay never pings, so an ack from one peer answers the other's ping.
+// With no runtime connection, or from a runtime connection that is going
+// away, the relay answers a ping itself; an ack then has nowhere to go.
+func (c *conn) kubeletPing(fl *flusher, f *http2.PingFrame) {
+	c.mu.Lock()
+	up := c.up
+	c.mu.Unlock()
+	switch {
+	case up != nil:
+		up.ping(fl, f.IsAck(), f.Data)
+	case !f.IsAck():
+		c.k.ping(fl, true, f.Data)
+	}
+}
+
+func (c *conn) upstreamPing(up *side, fl *flusher, f *http2.PingFrame) {
+	c.mu.Lock()
+	current := c.up == up
+	c.mu.Unlock()
+	switch {
+	case current:
+		c.k.ping(fl, f.IsAck(), f.Data)
+	case !f.IsAck():
+		up.ping(fl, true, f.Data)
 	}
 }
 
@@ -479,9 +509,7 @@ func (c *conn) readUpstream(up *side) {
 				up.settings(fl, f)
 			}
 		case *http2.PingFrame:
-			if !f.IsAck() {
-				up.pingAck(fl, f.Data)
-			}
+			c.upstreamPing(up, fl, f)
 		case *http2.WindowUpdateFrame:
 			up.windowUpdate(fl, f.StreamID, f.Increment)
 		case *http2.GoAwayFrame:

@@ -6,6 +6,10 @@
 // gets its own upstream connection (h2c with prior knowledge). HEADERS are
 // decoded with hpack and re-encoded per direction, DATA payloads are copied
 // as they are, RST_STREAM, trailers and flow control are handled per stream.
+// PING frames cross as they would a byte splice (the relay never pings, so
+// an ack from one peer answers the other's ping), so that they ride with the
+// frames relayed anyway; before the runtime connection exists, the relay
+// answers a kubelet's PING itself.
 // gRPC messages of relayed calls are never decoded: only their 5-byte length
 // prefixes are read, to enforce the maximum message size as gRPC does.
 //

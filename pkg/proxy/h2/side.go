@@ -151,15 +151,15 @@ type side struct {
 	dhdr   [9]byte // a DATA frame header
 	batch  []wframe
 	wctrl  []func(*http2.Framer) error
-	wpings [][8]byte
+	wpings []ping
 	wcred  []credit
 
 	mu          sync.Mutex
 	writing     bool // a goroutine is the writer
 	flushWanted bool // the writer must flush before it gives up the role
 	ctrl        []func(*http2.Framer) error
-	pings       [][8]byte // PING acks to write
-	freeItems   [][]item  // emptied stream queues, for reuse (see emptyItemsLocked)
+	pings       []ping   // PING frames to write
+	freeItems   [][]item // emptied stream queues, for reuse (see emptyItemsLocked)
 	ready       []*ostream
 	streams     map[uint32]*ostream
 	connWin     int64
@@ -276,15 +276,21 @@ func (s *side) control(fl *flusher, f func(*http2.Framer) error) {
 	}
 }
 
-// pingAck answers a PING: a control frame kept without a closure, since
-// a peer's flow-control estimator may ping with every few DATA frames.
-func (s *side) pingAck(fl *flusher, data [8]byte) {
+// ping is a PING frame to write: an answer, or one relayed.
+type ping struct {
+	ack  bool
+	data [8]byte
+}
+
+// ping queues a PING frame. It is kept without a closure, since a peer's
+// flow-control estimator may ping with every few DATA frames.
+func (s *side) ping(fl *flusher, ack bool, data [8]byte) {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
 		return
 	}
-	s.pings = append(s.pings, data)
+	s.pings = append(s.pings, ping{ack, data})
 	w := s.becomeWriterLocked(fl)
 	s.mu.Unlock()
 	if w {
@@ -716,8 +722,8 @@ func (s *side) drain(fl *flusher) {
 				return
 			}
 		}
-		for _, d := range s.wpings {
-			if err := s.wfr.WritePing(true, d); err != nil {
+		for _, p := range s.wpings {
+			if err := s.wfr.WritePing(p.ack, p.data); err != nil {
 				s.fail()
 				return
 			}

@@ -1,0 +1,181 @@
+package h2
+
+import (
+	"bytes"
+	"io"
+	"net"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// rawPeer is one end of an HTTP/2 connection driven frame by frame. A
+// goroutine reads its frames, acknowledges SETTINGS, and hands on the rest
+// but WINDOW_UPDATE.
+type rawPeer struct {
+	t      *testing.T
+	mu     sync.Mutex // writes
+	fr     *http2.Framer
+	frames chan http2.Frame
+	err    error
+}
+
+func newRawPeer(t *testing.T, c net.Conn) *rawPeer {
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	fr := http2.NewFramer(c, c)
+	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	p := &rawPeer{t: t, fr: fr, frames: make(chan http2.Frame, 16)}
+	go func() {
+		defer close(p.frames)
+		for {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				p.err = err
+				return
+			}
+			switch f := f.(type) {
+			case *http2.SettingsFrame:
+				if !f.IsAck() {
+					p.write(func(fr *http2.Framer) error { return fr.WriteSettingsAck() })
+				}
+			case *http2.WindowUpdateFrame:
+			default:
+				p.frames <- f
+			}
+		}
+	}()
+	return p
+}
+
+func (p *rawPeer) write(f func(*http2.Framer) error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err := f(p.fr); err != nil {
+		p.t.Error(err)
+	}
+}
+
+func (p *rawPeer) next() http2.Frame {
+	p.t.Helper()
+	f, ok := <-p.frames
+	if !ok {
+		p.t.Fatal(p.err)
+	}
+	return f
+}
+
+// wantPing reads the next frame and fails unless it is this PING.
+func (p *rawPeer) wantPing(who string, ack bool, data [8]byte) {
+	p.t.Helper()
+	f, ok := p.next().(*http2.PingFrame)
+	if !ok || f.IsAck() != ack || f.Data != data {
+		p.t.Fatalf("%s got %v, want PING ack=%v %q", who, f, ack, data)
+	}
+}
+
+func (p *rawPeer) ping(ack bool, data [8]byte) {
+	p.write(func(fr *http2.Framer) error { return fr.WritePing(ack, data) })
+}
+
+func (p *rawPeer) headers(id uint32, end bool, fields ...string) {
+	var b bytes.Buffer
+	enc := hpack.NewEncoder(&b)
+	for i := 0; i < len(fields); i += 2 {
+		enc.WriteField(hpack.HeaderField{Name: fields[i], Value: fields[i+1]})
+	}
+	p.write(func(fr *http2.Framer) error {
+		return fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: b.Bytes(), EndStream: end, EndHeaders: true})
+	})
+}
+
+// TestPingsRelayed: once a runtime connection exists, PING frames and their
+// answers cross the relay as they would a byte splice, both ways; before
+// one exists, the relay answers a kubelet's PING itself.
+func TestPingsRelayed(t *testing.T) {
+	dir := t.TempDir()
+	upSock := filepath.Join(dir, "runtime.sock")
+	ul, err := net.Listen("unix", upSock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ul.Close()
+	s, err := New("unix://"+upSock, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kl, err := net.Listen("unix", filepath.Join(dir, "guard.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Serve(kl)
+	defer s.Close()
+
+	kc, err := net.Dial("unix", kl.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kc.Close()
+	kc.Write([]byte(http2.ClientPreface))
+	kubelet := newRawPeer(t, kc)
+	kubelet.write(func(fr *http2.Framer) error { return fr.WriteSettings() })
+
+	kubelet.ping(false, [8]byte{'e', 'a', 'r', 'l', 'y'})
+	kubelet.wantPing("the kubelet, with no runtime connection,", true, [8]byte{'e', 'a', 'r', 'l', 'y'})
+
+	// One call makes the relay dial the runtime. The server's own gRPC
+	// client connects too; the relay's connection is the one with the call.
+	relayed := make(chan *rawPeer, 1)
+	go func() {
+		for {
+			uc, err := ul.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { uc.Close() })
+			preface := make([]byte, len(http2.ClientPreface))
+			if _, err := io.ReadFull(uc, preface); err != nil || string(preface) != http2.ClientPreface {
+				t.Errorf("preface %q, %v", preface, err)
+				return
+			}
+			p := newRawPeer(t, uc)
+			p.write(func(fr *http2.Framer) error { return fr.WriteSettings() })
+			go func() {
+				for f := range p.frames {
+					if f, ok := f.(*http2.MetaHeadersFrame); ok && f.PseudoValue("path") == "/runtime.v1.RuntimeService/Version" {
+						relayed <- p
+						return
+					}
+				}
+			}()
+		}
+	}()
+	kubelet.headers(1, true, ":method", "POST", ":scheme", "http", ":path", "/runtime.v1.RuntimeService/Version",
+		":authority", "x", "content-type", "application/grpc", "te", "trailers")
+	var runtime *rawPeer
+	select {
+	case runtime = <-relayed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the call did not reach the runtime")
+	}
+	runtime.headers(1, false, ":status", "200", "content-type", "application/grpc")
+	runtime.headers(1, true, "grpc-status", "0")
+	for range 2 {
+		if f, ok := kubelet.next().(*http2.MetaHeadersFrame); !ok {
+			t.Fatalf("the kubelet got %v, want the call's HEADERS", f)
+		}
+	}
+
+	kubelet.ping(false, [8]byte{'k'})
+	runtime.wantPing("the runtime", false, [8]byte{'k'})
+	runtime.ping(true, [8]byte{'k'})
+	kubelet.wantPing("the kubelet", true, [8]byte{'k'})
+
+	runtime.ping(false, [8]byte{'r'})
+	kubelet.wantPing("the kubelet", false, [8]byte{'r'})
+	kubelet.ping(true, [8]byte{'r'})
+	runtime.wantPing("the runtime", true, [8]byte{'r'})
+}
