@@ -145,16 +145,14 @@ func (c *conn) serve() {
 // frames; relayed, a ping and its answer ride with the frames written
 // anyway, where answering it here cost a write of its own on each hop.
 // The relay never pings, so an ack from one peer answers the other's ping.
-// With no runtime connection, or from a runtime connection that is going
-// away, the relay answers a ping itself; an ack then has nowhere to go.
+// Where the other peer cannot be reached (no runtime connection yet, or
+// one going away or closed), the relay answers a ping itself; an ack then
+// has nowhere to go.
 func (c *conn) kubeletPing(fl *flusher, f *http2.PingFrame) {
 	c.mu.Lock()
 	up := c.up
 	c.mu.Unlock()
-	switch {
-	case up != nil:
-		up.ping(fl, f.IsAck(), f.Data)
-	case !f.IsAck():
+	if (up == nil || !up.ping(fl, f.IsAck(), f.Data)) && !f.IsAck() {
 		c.k.ping(fl, true, f.Data)
 	}
 }
@@ -163,10 +161,7 @@ func (c *conn) upstreamPing(up *side, fl *flusher, f *http2.PingFrame) {
 	c.mu.Lock()
 	current := c.up == up
 	c.mu.Unlock()
-	switch {
-	case current:
-		c.k.ping(fl, f.IsAck(), f.Data)
-	case !f.IsAck():
+	if (!current || !c.k.ping(fl, f.IsAck(), f.Data)) && !f.IsAck() {
 		up.ping(fl, true, f.Data)
 	}
 }

@@ -94,7 +94,7 @@ func (p *rawPeer) headers(id uint32, end bool, fields ...string) {
 
 // TestPingsRelayed: once a runtime connection exists, PING frames and their
 // answers cross the relay as they would a byte splice, both ways; before
-// one exists, the relay answers a kubelet's PING itself.
+// one exists, and once it goes away, the relay answers PINGs itself.
 func TestPingsRelayed(t *testing.T) {
 	dir := t.TempDir()
 	upSock := filepath.Join(dir, "runtime.sock")
@@ -178,4 +178,12 @@ func TestPingsRelayed(t *testing.T) {
 	kubelet.wantPing("the kubelet", false, [8]byte{'r'})
 	kubelet.ping(true, [8]byte{'r'})
 	runtime.wantPing("the runtime", true, [8]byte{'r'})
+
+	// A runtime going away (gRPC's graceful stop) gets its ping answered
+	// by the relay, and so does the kubelet from then on.
+	runtime.write(func(fr *http2.Framer) error { return fr.WriteGoAway(1, http2.ErrCodeNo, nil) })
+	runtime.ping(false, [8]byte{'g'})
+	runtime.wantPing("the runtime, going away,", true, [8]byte{'g'})
+	kubelet.ping(false, [8]byte{'x'})
+	kubelet.wantPing("the kubelet, its runtime going away,", true, [8]byte{'x'})
 }

@@ -282,13 +282,14 @@ type ping struct {
 	data [8]byte
 }
 
-// ping queues a PING frame. It is kept without a closure, since a peer's
-// flow-control estimator may ping with every few DATA frames.
-func (s *side) ping(fl *flusher, ack bool, data [8]byte) {
+// ping queues a PING frame, and returns false when the side is closed. It
+// is kept without a closure, since a peer's flow-control estimator may ping
+// with every few DATA frames.
+func (s *side) ping(fl *flusher, ack bool, data [8]byte) bool {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		return
+		return false
 	}
 	s.pings = append(s.pings, ping{ack, data})
 	w := s.becomeWriterLocked(fl)
@@ -296,6 +297,7 @@ func (s *side) ping(fl *flusher, ack bool, data [8]byte) {
 	if w {
 		s.drain(fl)
 	}
+	return true
 }
 
 // register makes os known under id; call with s.mu held.
