@@ -39,7 +39,7 @@ type Guard struct {
 	Cmd      *exec.Cmd
 	CRI      *CRIClient // client connected to Endpoint, closed by Stop
 
-	out      *syncBuffer
+	out      *SyncBuffer
 	exited   chan struct{}
 	stopOnce sync.Once
 	stopErr  error
@@ -70,7 +70,7 @@ func StartGuard(ctx context.Context, opts GuardOptions) (*Guard, error) {
 	g := &Guard{
 		Socket:   sock,
 		Endpoint: "unix://" + sock,
-		out:      &syncBuffer{},
+		out:      &SyncBuffer{},
 		exited:   make(chan struct{}),
 	}
 	args := append([]string{"serve", "--listen", "unix://" + listen, "--upstream", opts.Upstream}, opts.Args...)
@@ -180,19 +180,20 @@ func BuildGuard(ctx context.Context, repoRoot, outDir string) (string, error) {
 	return out, nil
 }
 
-// syncBuffer is a bytes.Buffer safe for concurrent writes and reads.
-type syncBuffer struct {
+// SyncBuffer is a bytes.Buffer safe for concurrent writes and reads, for
+// a child process's output that a test reads while it runs.
+type SyncBuffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
 }
 
-func (b *syncBuffer) Write(p []byte) (int, error) {
+func (b *SyncBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.Write(p)
 }
 
-func (b *syncBuffer) String() string {
+func (b *SyncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()

@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -99,24 +98,6 @@ func TestDemo(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for a writer and a reader at once.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestRun runs `make run`'s program: it serves until cancelled (Ctrl-C in
 // make run), a kubelet client works through the socket it prints, and it
 // cleans everything up when cancelled.
@@ -124,7 +105,7 @@ func TestRun(t *testing.T) {
 	_, bin := sharedRuntime(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var out syncBuffer
+	var out harness.SyncBuffer
 	done := make(chan error, 1)
 	go func() { done <- demo.Serve(ctx, demo.Options{Binary: bin, Out: &out}) }()
 
