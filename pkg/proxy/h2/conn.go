@@ -241,7 +241,9 @@ func (c *conn) streamDone(rs *rstream, code codes.Code) {
 func (c *conn) kubeletHeaders(f *http2.MetaHeadersFrame, fl *flusher) bool {
 	id := f.StreamID
 	end := f.StreamEnded()
-	if os := c.k.lookup(id); os != nil {
+	c.k.mu.Lock()
+	if os := c.k.streams[id]; os != nil {
+		c.k.mu.Unlock()
 		// Trailers from the client: gRPC sends none, but relay them.
 		rs := os.rs
 		if rs.u != nil && rs.ic == nil {
@@ -255,7 +257,6 @@ func (c *conn) kubeletHeaders(f *http2.MetaHeadersFrame, fl *flusher) bool {
 		}
 		return true
 	}
-	c.k.mu.Lock()
 	if id%2 == 0 || id <= c.k.lastID {
 		c.k.mu.Unlock()
 		return id%2 == 1 // a closed stream: ignore; an even id: protocol error
@@ -283,13 +284,10 @@ func (c *conn) kubeletHeaders(f *http2.MetaHeadersFrame, fl *flusher) bool {
 			}
 		}
 	}
-	rs.k = &ostream{rs: rs}
+	rs.k = &ostream{rs: rs, recvEnd: end}
 	c.k.mu.Lock()
 	c.k.registerLocked(rs.k, id)
 	c.k.mu.Unlock()
-	if end {
-		c.k.recvEnded(rs.k)
-	}
 	if ic := c.s.interceptors[rs.method]; ic != nil {
 		rs.fields = slices.Clone(f.Fields)
 		if rf, ok := ic.(ReplyFilter); ok {

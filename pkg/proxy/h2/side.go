@@ -151,15 +151,15 @@ type side struct {
 	dhdr   [9]byte // a DATA frame header
 	batch  []wframe
 	wctrl  []func(*http2.Framer) error
-	wpings []ping
+	wpings []pingFrame
 	wcred  []credit
 
 	mu          sync.Mutex
 	writing     bool // a goroutine is the writer
 	flushWanted bool // the writer must flush before it gives up the role
 	ctrl        []func(*http2.Framer) error
-	pings       []ping   // PING frames to write
-	freeItems   [][]item // emptied stream queues, for reuse (see emptyItemsLocked)
+	pings       []pingFrame // PING frames to write
+	freeItems   [][]item    // emptied stream queues, for reuse (see emptyItemsLocked)
 	ready       []*ostream
 	streams     map[uint32]*ostream
 	connWin     int64
@@ -276,8 +276,8 @@ func (s *side) control(fl *flusher, f func(*http2.Framer) error) {
 	}
 }
 
-// ping is a PING frame to write: an answer, or one relayed.
-type ping struct {
+// pingFrame is a PING frame to write: an answer, or one relayed.
+type pingFrame struct {
 	ack  bool
 	data [8]byte
 }
@@ -291,7 +291,7 @@ func (s *side) ping(fl *flusher, ack bool, data [8]byte) bool {
 		s.mu.Unlock()
 		return false
 	}
-	s.pings = append(s.pings, ping{ack, data})
+	s.pings = append(s.pings, pingFrame{ack, data})
 	w := s.becomeWriterLocked(fl)
 	s.mu.Unlock()
 	if w {
@@ -333,6 +333,16 @@ func (s *side) emptyItemsLocked(os *ostream) {
 		s.freeItems = append(s.freeItems, os.items[:0])
 	}
 	os.items, os.head = nil, 0
+}
+
+// sentEndLocked records that os ended toward this side as it is written
+// at once, with nothing queued: it is forgotten once both directions ended.
+func (s *side) sentEndLocked(os *ostream) {
+	os.sentEnd = true
+	s.emptyItemsLocked(os)
+	if os.recvEnd {
+		delete(s.streams, os.id)
+	}
 }
 
 // push queues items on os and writes them if no other goroutine is
@@ -412,11 +422,7 @@ func (s *side) pushData(fl *flusher, os *ostream, p []byte, end bool, src *side,
 	s.connWin -= n
 	os.win -= n
 	if end {
-		os.sentEnd = true
-		s.emptyItemsLocked(os)
-		if os.recvEnd {
-			delete(s.streams, os.id)
-		}
+		s.sentEndLocked(os)
 	}
 	maxFrame := int(s.maxFrame)
 	s.mu.Unlock()
@@ -444,11 +450,7 @@ func (s *side) pushHeaders(fl *flusher, os *ostream, fields []hpack.HeaderField,
 		s.nextID += 2
 	}
 	if end {
-		os.sentEnd = true
-		s.emptyItemsLocked(os)
-		if os.recvEnd {
-			delete(s.streams, os.id)
-		}
+		s.sentEndLocked(os)
 	}
 	maxFrame, maxHdr := int(s.maxFrame), s.maxHdrList
 	s.mu.Unlock()
