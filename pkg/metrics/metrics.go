@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -90,26 +91,63 @@ func init() {
 }
 
 // Observe records one finished CRI call. It is a proxy.Observer.
+//
+// It runs once per relayed call, so it looks up a method's series once and
+// keeps them: WithLabelValues hashes and checks its labels on every use,
+// which cost a relayed call about as much as the rest of this file's work.
+// Series are still created only when first used.
 func Observe(method string, code codes.Code, elapsed time.Duration) {
-	if !knownMethods[method] {
+	s := methods[method]
+	if s == nil {
 		// Anyone who reaches the socket can name any method: keep the
 		// number of series bounded.
-		method = "unknown"
+		s = methods["unknown"]
 	}
-	Requests.WithLabelValues(method, code.String()).Inc()
-	Latency.WithLabelValues(method).Observe(elapsed.Seconds())
+	s.requests(code).Inc()
+	s.latency().Observe(elapsed.Seconds())
 }
 
-// knownMethods are the CRI v1 methods this build knows; others are counted
-// as "unknown".
-var knownMethods = func() map[string]bool {
-	m := map[string]bool{}
+// series are one method's Requests and Latency series, looked up on first
+// use.
+type series struct {
+	method string
+	lat    atomic.Pointer[prometheus.Observer]
+	byCode [codes.Unauthenticated + 1]atomic.Pointer[prometheus.Counter]
+}
+
+func (s *series) requests(c codes.Code) prometheus.Counter {
+	if int(c) >= len(s.byCode) {
+		return Requests.WithLabelValues(s.method, c.String())
+	}
+	if p := s.byCode[c].Load(); p != nil {
+		return *p
+	}
+	m := Requests.WithLabelValues(s.method, c.String())
+	s.byCode[c].Store(&m)
+	return m
+}
+
+func (s *series) latency() prometheus.Observer {
+	if p := s.lat.Load(); p != nil {
+		return *p
+	}
+	m := Latency.WithLabelValues(s.method)
+	s.lat.Store(&m)
+	return m
+}
+
+// methods holds the series of the CRI v1 methods this build knows, and of
+// "unknown" for the others. The map is never written after init.
+var methods = func() map[string]*series {
+	m := map[string]*series{"unknown": {method: "unknown"}}
 	for _, sd := range []grpc.ServiceDesc{runtimeapi.RuntimeService_ServiceDesc, runtimeapi.ImageService_ServiceDesc} {
 		for _, md := range sd.Methods {
-			m["/"+sd.ServiceName+"/"+md.MethodName] = true
+			name := "/" + sd.ServiceName + "/" + md.MethodName
+			m[name] = &series{method: name}
 		}
 		for _, st := range sd.Streams {
-			m["/"+sd.ServiceName+"/"+st.StreamName] = true
+			name := "/" + sd.ServiceName + "/" + st.StreamName
+			m[name] = &series{method: name}
 		}
 	}
 	return m
