@@ -67,24 +67,28 @@ func (b *blockReader) emit(hf hpack.HeaderField) {
 // Framer's: a StreamError for a malformed block, a ConnectionError for a
 // block that cannot be decoded or is far too large.
 func (b *blockReader) frame(f http2.Frame) (*http2.MetaHeadersFrame, error) {
-	var (
-		frag  []byte
-		ended bool
-	)
 	switch f := f.(type) {
 	case *http2.HeadersFrame:
-		clear(b.mh.Fields)
-		b.mh = http2.MetaHeadersFrame{HeadersFrame: f, Fields: b.mh.Fields[:0]}
-		b.remain, b.regular, b.invalid = ourMaxHeaderList, false, nil
-		frag, ended = f.HeaderBlockFragment(), f.HeadersEnded()
+		return b.headers(f, f.HeaderBlockFragment())
 	case *http2.ContinuationFrame:
 		if b.invalid != nil {
 			return nil, http2.ConnectionError(http2.ErrCodeProtocol)
 		}
-		frag, ended = f.HeaderBlockFragment(), f.HeadersEnded()
-	default:
-		return nil, nil
+		return b.fragment(f.HeaderBlockFragment(), f.HeadersEnded())
 	}
+	return nil, nil
+}
+
+// headers starts a block with the fragment that f carries.
+func (b *blockReader) headers(f *http2.HeadersFrame, frag []byte) (*http2.MetaHeadersFrame, error) {
+	clear(b.mh.Fields)
+	b.mh = http2.MetaHeadersFrame{HeadersFrame: f, Fields: b.mh.Fields[:0]}
+	b.remain, b.regular, b.invalid = ourMaxHeaderList, false, nil
+	return b.fragment(frag, f.HeadersEnded())
+}
+
+// fragment decodes one fragment of the open block.
+func (b *blockReader) fragment(frag []byte, ended bool) (*http2.MetaHeadersFrame, error) {
 	// As the Framer does: refuse to decode far more than would be kept.
 	if int64(len(frag)) > 4*int64(b.remain) {
 		return nil, http2.ConnectionError(http2.ErrCodeProtocol)
@@ -154,10 +158,12 @@ func checkPseudos(fields []hpack.HeaderField) error {
 // header blocks come back decoded (see blockReader), and what the reader
 // relayed is flushed before a read that may wait for the peer.
 //
-// As the Framer reuses DATA frames, the reader reuses its WINDOW_UPDATE and
-// PING frames, which come with every few DATA frames of a large reply: it
-// parses well-formed ones itself and leaves anything else to the Framer,
-// which says what is wrong. A frame it returns is valid until the next read.
+// As the Framer reuses DATA frames, the reader reuses its WINDOW_UPDATE,
+// PING and HEADERS frames: WINDOW_UPDATE and PING come with every few DATA
+// frames of a large reply, and a header block whole in one HEADERS frame
+// with every call, twice or three times. It parses well-formed ones itself
+// and leaves anything else to the Framer, which says what is wrong. A frame
+// it returns is valid until the next read.
 type frameReader struct {
 	br   *bufio.Reader
 	fr   *http2.Framer
@@ -165,6 +171,7 @@ type frameReader struct {
 	fl   *flusher
 	wu   http2.WindowUpdateFrame
 	ping http2.PingFrame
+	hf   http2.HeadersFrame
 }
 
 func newFrameReader(br *bufio.Reader) *frameReader {
@@ -182,8 +189,8 @@ func (r *frameReader) next() (http2.Frame, error) {
 		if wouldBlock(r.br) {
 			r.fl.flush()
 		}
-		if f := r.small(); f != nil {
-			return f, nil
+		if f, err := r.small(); f != nil || err != nil {
+			return f, err
 		}
 		f, err := r.fr.ReadFrame()
 		if err != nil {
@@ -205,15 +212,18 @@ func (r *frameReader) next() (http2.Frame, error) {
 }
 
 // small reads the next frame if it is a well-formed WINDOW_UPDATE or PING,
-// into the reader's own frame; otherwise it reads nothing. Within a header
-// block only CONTINUATION may come, and the Framer says so.
-func (r *frameReader) small() http2.Frame {
+// or a well-formed HEADERS frame with the whole of a header block, into the
+// reader's own frame; otherwise it reads nothing and returns nil, nil.
+// Within a header block only CONTINUATION may come, and the Framer says so.
+// A block is only taken whole, so the Framer's own idea of whether a block
+// is open stays right.
+func (r *frameReader) small() (http2.Frame, error) {
 	if r.hb.open {
-		return nil
+		return nil, nil
 	}
 	h, err := r.br.Peek(9)
 	if err != nil {
-		return nil
+		return nil, nil
 	}
 	fh := http2.FrameHeader{
 		Type:     http2.FrameType(h[3]),
@@ -225,26 +235,73 @@ func (r *frameReader) small() http2.Frame {
 	case fh.Type == http2.FrameWindowUpdate && fh.Length == 4:
 		p, err := r.br.Peek(13)
 		if err != nil {
-			return nil
+			return nil, nil
 		}
 		inc := binary.BigEndian.Uint32(p[9:]) & (1<<31 - 1)
 		if inc == 0 {
-			return nil
+			return nil, nil
 		}
 		r.br.Discard(13)
 		r.wu = http2.WindowUpdateFrame{FrameHeader: fh, Increment: inc}
-		return &r.wu
+		return &r.wu, nil
 	case fh.Type == http2.FramePing && fh.Length == 8 && fh.StreamID == 0:
 		p, err := r.br.Peek(17)
 		if err != nil {
-			return nil
+			return nil, nil
 		}
 		r.ping = http2.PingFrame{FrameHeader: fh}
 		copy(r.ping.Data[:], p[9:])
 		r.br.Discard(17)
-		return &r.ping
+		return &r.ping, nil
+	case fh.Type == http2.FrameHeaders && fh.Flags.Has(http2.FlagHeadersEndHeaders) && fh.StreamID != 0 &&
+		int(fh.Length) <= r.br.Size()-9:
+		n := 9 + int(fh.Length)
+		p, err := r.br.Peek(n)
+		if err != nil {
+			return nil, nil
+		}
+		r.hf = http2.HeadersFrame{FrameHeader: fh}
+		frag, ok := headersPayload(&r.hf, p[9:])
+		if !ok {
+			return nil, nil
+		}
+		// The decoder copies what it keeps: the fragment may go with the
+		// buffer.
+		mh, err := r.hb.headers(&r.hf, frag)
+		r.br.Discard(n)
+		if err != nil {
+			return nil, err
+		}
+		return mh, nil
 	}
-	return nil
+	return nil, nil
+}
+
+// headersPayload reads a HEADERS frame's padding and priority fields into f
+// and returns its block fragment, as the Framer does; false for a payload
+// that the Framer would refuse.
+func headersPayload(f *http2.HeadersFrame, p []byte) ([]byte, bool) {
+	pad := 0
+	if f.Flags.Has(http2.FlagHeadersPadded) {
+		if len(p) < 1 {
+			return nil, false
+		}
+		pad, p = int(p[0]), p[1:]
+	}
+	if f.Flags.Has(http2.FlagHeadersPriority) {
+		if len(p) < 5 {
+			return nil, false
+		}
+		v := binary.BigEndian.Uint32(p)
+		f.Priority.StreamDep = v & (1<<31 - 1)
+		f.Priority.Exclusive = v != f.Priority.StreamDep
+		f.Priority.Weight = p[4]
+		p = p[5:]
+	}
+	if len(p) < pad {
+		return nil, false
+	}
+	return p[:len(p)-pad], true
 }
 
 // wouldBlock tells whether reading the next frame from br may wait for the

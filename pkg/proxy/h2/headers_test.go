@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -146,38 +147,66 @@ func TestBlockReaderReusesFields(t *testing.T) {
 	}
 }
 
-// TestFrameReaderSmallFrames: the WINDOW_UPDATE and PING frames that the
-// reader parses itself come out as the Framer reads them, malformed ones
-// fail as the Framer fails them, and the frames are reused.
+// TestFrameReaderSmallFrames: the WINDOW_UPDATE, PING and HEADERS frames
+// that the reader parses itself come out as the Framer reads them, malformed
+// ones fail as the Framer fails them, and the frames are reused.
 func TestFrameReaderSmallFrames(t *testing.T) {
 	frame := func(typ http2.FrameType, flags http2.Flags, id uint32, payload ...byte) []byte {
 		n := len(payload)
 		return append([]byte{byte(n >> 16), byte(n >> 8), byte(n), byte(typ), byte(flags), byte(id >> 24), byte(id >> 16), byte(id >> 8), byte(id)}, payload...)
 	}
 	openBlock := frame(http2.FrameHeaders, 0, 1, 0x82) // :method GET, no END_HEADERS
+	// :method GET, :scheme http, :path /, x: y (a literal, indexed)
+	block := []byte{0x82, 0x86, 0x84, 0x40, 1, 'x', 1, 'y'}
+	whole := http2.FlagHeadersEndHeaders | http2.FlagHeadersEndStream
+	cat := func(b ...[]byte) []byte { return bytes.Join(b, nil) }
+	big := cat([]byte{0x40, 1, 'x', 0x7f, 0xf1, 0xa1, 0x04}, bytes.Repeat([]byte{'v'}, 70000)) // x: 70,000 v
 	for name, tc := range map[string]struct {
 		in     []byte
-		frames int    // frames read before the one compared
+		frames int    // frames the Framer reads before the one compared
+		next   int    // and the reader
 		err    string // "": a frame
+		framer bool   // read by the Framer, not into the reader's own frame
 	}{
-		"window update":         {in: frame(http2.FrameWindowUpdate, 0, 0, 0, 0, 0x40, 0)},
-		"stream window update":  {in: frame(http2.FrameWindowUpdate, 0, 3, 0, 1, 0, 0)},
-		"reserved bits":         {in: frame(http2.FrameWindowUpdate, 0, 1<<31|3, 0xff, 0xff, 0xff, 0xff)},
-		"zero increment":        {in: frame(http2.FrameWindowUpdate, 0, 0, 0, 0, 0, 0), err: "connection error: PROTOCOL_ERROR"},
-		"zero stream increment": {in: frame(http2.FrameWindowUpdate, 0, 3, 0, 0, 0, 0), err: "stream error: stream ID 3; PROTOCOL_ERROR"},
-		"long window update":    {in: frame(http2.FrameWindowUpdate, 0, 0, 0, 0, 0, 1, 0), err: "connection error: FRAME_SIZE_ERROR"},
-		"cut window update":     {in: frame(http2.FrameWindowUpdate, 0, 0, 0, 0, 0x40, 0)[:12], err: "unexpected EOF"},
-		"ping":                  {in: frame(http2.FramePing, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8)},
-		"ping ack":              {in: frame(http2.FramePing, http2.FlagPingAck, 0, 8, 7, 6, 5, 4, 3, 2, 1)},
-		"ping on a stream":      {in: frame(http2.FramePing, 0, 1, 1, 2, 3, 4, 5, 6, 7, 8), err: "connection error: PROTOCOL_ERROR"},
-		"short ping":            {in: frame(http2.FramePing, 0, 0, 1, 2, 3, 4, 5, 6, 7), err: "connection error: FRAME_SIZE_ERROR"},
-		"inside a header block": {in: append(openBlock, frame(http2.FrameWindowUpdate, 0, 0, 0, 0, 0x40, 0)...), frames: 1, err: "connection error: PROTOCOL_ERROR"},
+		"headers":                  {in: frame(http2.FrameHeaders, whole, 1, block...)},
+		"headers, stream open":     {in: frame(http2.FrameHeaders, http2.FlagHeadersEndHeaders, 3, block...)},
+		"padded headers":           {in: frame(http2.FrameHeaders, whole|http2.FlagHeadersPadded, 1, cat([]byte{3}, block, []byte{0, 0, 0})...)},
+		"headers with priority":    {in: frame(http2.FrameHeaders, whole|http2.FlagHeadersPriority, 5, cat([]byte{0x80, 0, 0, 3, 15}, block)...)},
+		"padded, with priority":    {in: frame(http2.FrameHeaders, whole|http2.FlagHeadersPadded|http2.FlagHeadersPriority, 5, cat([]byte{1, 0, 0, 0, 3, 200}, block, []byte{0})...)},
+		"two blocks":               {in: cat(frame(http2.FrameHeaders, whole, 1, block...), frame(http2.FrameHeaders, whole, 3, 0x82, 0x86, 0x84, 0xbe)), frames: 1, next: 1},
+		"headers and continuation": {in: cat(frame(http2.FrameHeaders, 0, 1, block[:3]...), frame(http2.FrameContinuation, http2.FlagContinuationEndHeaders, 1, block[3:]...)), framer: true},
+		"block beyond the buffer":  {in: frame(http2.FrameHeaders, whole, 1, cat(block[:3], big)...), framer: true},
+		"pad too long":             {in: frame(http2.FrameHeaders, whole|http2.FlagHeadersPadded, 1, cat([]byte{200}, block)...), err: "stream error: stream ID 1; PROTOCOL_ERROR"},
+		"short priority":           {in: frame(http2.FrameHeaders, whole|http2.FlagHeadersPriority, 1, 0, 0, 0), err: "unexpected EOF"},
+		"headers on stream 0":      {in: frame(http2.FrameHeaders, whole, 0, block...), err: "connection error: PROTOCOL_ERROR"},
+		"undecodable headers":      {in: frame(http2.FrameHeaders, whole, 1, 0xff), err: "connection error: COMPRESSION_ERROR"},
+		"window update":            {in: frame(http2.FrameWindowUpdate, 0, 0, 0, 0, 0x40, 0)},
+		"stream window update":     {in: frame(http2.FrameWindowUpdate, 0, 3, 0, 1, 0, 0)},
+		"reserved bits":            {in: frame(http2.FrameWindowUpdate, 0, 1<<31|3, 0xff, 0xff, 0xff, 0xff)},
+		"zero increment":           {in: frame(http2.FrameWindowUpdate, 0, 0, 0, 0, 0, 0), err: "connection error: PROTOCOL_ERROR"},
+		"zero stream increment":    {in: frame(http2.FrameWindowUpdate, 0, 3, 0, 0, 0, 0), err: "stream error: stream ID 3; PROTOCOL_ERROR"},
+		"long window update":       {in: frame(http2.FrameWindowUpdate, 0, 0, 0, 0, 0, 1, 0), err: "connection error: FRAME_SIZE_ERROR"},
+		"cut window update":        {in: frame(http2.FrameWindowUpdate, 0, 0, 0, 0, 0x40, 0)[:12], err: "unexpected EOF"},
+		"ping":                     {in: frame(http2.FramePing, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8)},
+		"ping ack":                 {in: frame(http2.FramePing, http2.FlagPingAck, 0, 8, 7, 6, 5, 4, 3, 2, 1)},
+		"ping on a stream":         {in: frame(http2.FramePing, 0, 1, 1, 2, 3, 4, 5, 6, 7, 8), err: "connection error: PROTOCOL_ERROR"},
+		"short ping":               {in: frame(http2.FramePing, 0, 0, 1, 2, 3, 4, 5, 6, 7), err: "connection error: FRAME_SIZE_ERROR"},
+		"inside a header block":    {in: append(openBlock, frame(http2.FrameWindowUpdate, 0, 0, 0, 0, 0x40, 0)...), err: "connection error: PROTOCOL_ERROR"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			fr := http2.NewFramer(nil, bytes.NewReader(tc.in))
+			fr.SetMaxReadFrameSize(ourMaxFrame)
+			fr.MaxHeaderListSize = ourMaxHeaderList
+			fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+			fr.ReadMetaHeaders.SetMaxStringLength(ourMaxHeaderList)
 			r := newFrameReader(bufio.NewReader(bytes.NewReader(tc.in)))
 			for range tc.frames {
 				if _, err := fr.ReadFrame(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for range tc.next {
+				if _, err := r.next(); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -203,6 +232,14 @@ func TestFrameReaderSmallFrames(t *testing.T) {
 			case *http2.PingFrame:
 				if g := got.(*http2.PingFrame); g.Data != w.Data || g.IsAck() != w.IsAck() || g != &r.ping {
 					t.Fatalf("got %v ack %v (own frame: %v), the Framer %v ack %v", g.Data, g.IsAck(), g == &r.ping, w.Data, w.IsAck())
+				}
+			case *http2.MetaHeadersFrame:
+				g := got.(*http2.MetaHeadersFrame)
+				if !slices.Equal(g.Fields, w.Fields) || g.Priority != w.Priority || g.Truncated != w.Truncated || g.StreamEnded() != w.StreamEnded() {
+					t.Fatalf("got %v %+v truncated %v, the Framer %v %+v truncated %v", g.Fields, g.Priority, g.Truncated, w.Fields, w.Priority, w.Truncated)
+				}
+				if own := g.HeadersFrame == &r.hf; own == tc.framer {
+					t.Fatalf("read into the reader's own frame: %v, want %v", own, !tc.framer)
 				}
 			default:
 				t.Fatalf("the Framer read a %T", want)
