@@ -87,9 +87,9 @@ func procSample(pid int) (footprint, bool) {
 	return footprint{goroutines: -1, rss: rss, peak: peak, cpuUs: (ut + st) * tickUs}, true
 }
 
-// startBinary runs the cri-guard binary in front of upstream.
-func startBinary(bin, dir, upstream, cgroupRoot string) (*relay, error) {
-	listen := filepath.Join(dir, "bin.sock")
+// startBinary runs a cri-guard binary in front of upstream, as relay name.
+func startBinary(name, bin, dir, upstream, cgroupRoot string) (*relay, error) {
+	listen := filepath.Join(dir, name+".sock")
 	os.Remove(listen)
 	args := []string{"serve", "--listen", "unix://" + listen, "--upstream", "unix://" + upstream,
 		"--log-level", "error", "--shutdown-timeout", "1s"}
@@ -102,7 +102,7 @@ func startBinary(bin, dir, upstream, cgroupRoot string) (*relay, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	r := &relay{name: "cri-guard-bin", endpoint: "unix://" + listen, cmd: cmd}
+	r := &relay{name: name, endpoint: "unix://" + listen, cmd: cmd}
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		if c, err := net.Dial("unix", listen); err == nil {
 			c.Close()

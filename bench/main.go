@@ -31,8 +31,9 @@ import (
 
 var relayKinds = []string{"splice", "naive", "cri-guard", "cri-guard-frames"}
 
-// binary is the cri-guard binary to measure too, if any.
-var binary string
+// binary is the cri-guard binary to measure too, if any; baseBinary is
+// another build to measure beside it (a change's A/B in one run).
+var binary, baseBinary string
 
 func main() {
 	child := flag.String("child", "", "internal: serve this relay kind")
@@ -48,6 +49,7 @@ func main() {
 	jsonOut := flag.String("json", "bin/bench.json", "write results here as JSON")
 	conc := flag.String("conc", "1,16,64", "concurrencies for the fake runtime")
 	guardBin := flag.String("guard-bin", "", "also measure this cri-guard binary (`cri-guard serve`) as relay cri-guard-bin")
+	baseBin := flag.String("base-bin", "", "also measure this cri-guard binary as relay cri-guard-base, to compare two builds in one run (not in the targets)")
 	strict := flag.Bool("strict", false, "fail when any cell had errors or no calls (for CI)")
 	only := flag.String("relays", strings.Join(relayKinds, ","), "relay kinds to measure besides direct")
 	flag.IntVar(&rounds, "rounds", rounds, "interleaved rounds per cell: each round runs every relay once, in a rotated order")
@@ -60,7 +62,7 @@ func main() {
 		}
 		return
 	}
-	binary = *guardBin
+	binary, baseBinary = *guardBin, *baseBin
 	if err := selectRelays(*only); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(2)
@@ -178,8 +180,11 @@ func startRelays(dir, upstream, cgroupRoot string, image bool) ([]*relay, map[st
 		}
 		rs = append(rs, r)
 	}
-	if binary != "" {
-		r, err := startBinary(binary, dir, upstream, cgroupRoot)
+	for _, b := range []struct{ name, bin string }{{"cri-guard-bin", binary}, {"cri-guard-base", baseBinary}} {
+		if b.bin == "" {
+			continue
+		}
+		r, err := startBinary(b.name, b.bin, dir, upstream, cgroupRoot)
 		if err != nil {
 			stop()
 			return nil, nil, nil, err
