@@ -23,8 +23,8 @@ help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: build
-build: ## build bin/cri-guard
-	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/cri-guard ./cmd/cri-guard
+build: ## build bin/cri-guard (static: no cgo, no libc)
+	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/cri-guard ./cmd/cri-guard
 
 .PHONY: tools
 tools: ## build bin/crictl, bin/critest and bin/ginkgo (cri-tools v1.37.0)

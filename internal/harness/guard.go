@@ -162,7 +162,7 @@ func (g *Guard) stop() error {
 }
 
 // BuildGuard runs `go build -o <outDir>/cri-guard ./cmd/cri-guard` in
-// repoRoot and returns the binary's path.
+// repoRoot, without cgo as `make build` does, and returns the binary's path.
 func BuildGuard(ctx context.Context, repoRoot, outDir string) (string, error) {
 	out, err := filepath.Abs(filepath.Join(outDir, "cri-guard"))
 	if err != nil {
@@ -174,6 +174,7 @@ func BuildGuard(ctx context.Context, repoRoot, outDir string) (string, error) {
 	}
 	cmd := exec.CommandContext(ctx, goBin, "build", "-o", out, "./cmd/cri-guard")
 	cmd.Dir = repoRoot
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("build cri-guard: %w: %s", err, bytes.TrimSpace(b))
 	}
