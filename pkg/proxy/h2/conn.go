@@ -127,7 +127,7 @@ func (c *conn) serve() {
 			if !c.kubeletHeaders(f, fl) {
 				return
 			}
-		case *http2.DataFrame:
+		case *dataFrame:
 			c.kubeletData(f, fl)
 		case *http2.RSTStreamFrame:
 			if os := c.k.lookup(f.StreamID); os != nil {
@@ -313,7 +313,7 @@ func (c *conn) kubeletHeaders(f *http2.MetaHeadersFrame, fl *flusher) bool {
 	return true
 }
 
-func (c *conn) kubeletData(f *http2.DataFrame, fl *flusher) {
+func (c *conn) kubeletData(f *dataFrame, fl *flusher) {
 	data := f.Data()
 	n := int(f.Length)
 	end := f.StreamEnded()
@@ -527,7 +527,7 @@ func (c *conn) readUpstream(up *side) {
 				continue
 			}
 			c.upstreamHeaders(rs, f, fl)
-		case *http2.DataFrame:
+		case *dataFrame:
 			n := int(f.Length)
 			os := up.lookup(f.StreamID)
 			if os == nil {
@@ -577,7 +577,7 @@ func (c *conn) upstreamHeaders(rs *rstream, f *http2.MetaHeadersFrame, fl *flush
 	}
 }
 
-func (c *conn) upstreamData(up *side, rs *rstream, os *ostream, f *http2.DataFrame, fl *flusher) {
+func (c *conn) upstreamData(up *side, rs *rstream, os *ostream, f *dataFrame, fl *flusher) {
 	data := f.Data()
 	n := int(f.Length)
 	end := f.StreamEnded()

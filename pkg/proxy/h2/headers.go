@@ -158,12 +158,15 @@ func checkPseudos(fields []hpack.HeaderField) error {
 // header blocks come back decoded (see blockReader), and what the reader
 // relayed is flushed before a read that may wait for the peer.
 //
-// As the Framer reuses DATA frames, the reader reuses its WINDOW_UPDATE,
-// PING and HEADERS frames: WINDOW_UPDATE and PING come with every few DATA
-// frames of a large reply, and a header block whole in one HEADERS frame
-// with every call, twice or three times. It parses well-formed ones itself
-// and leaves anything else to the Framer, which says what is wrong. A frame
-// it returns is valid until the next read.
+// The reader parses well-formed DATA, WINDOW_UPDATE, PING and HEADERS
+// frames itself, into frames it reuses, and leaves anything else to the
+// Framer, which says what is wrong. A DATA payload is not copied out of the
+// read buffer (the Framer would copy it into a buffer of its own, one more
+// copy of every relayed byte); WINDOW_UPDATE and PING come with every few
+// DATA frames of a large reply, and a header block whole in one HEADERS
+// frame with every call, twice or three times. DATA frames come as a
+// *dataFrame, whoever parsed them. A frame it returns is valid until the
+// next read.
 type frameReader struct {
 	br   *bufio.Reader
 	fr   *http2.Framer
@@ -172,7 +175,19 @@ type frameReader struct {
 	wu   http2.WindowUpdateFrame
 	ping http2.PingFrame
 	hf   http2.HeadersFrame
+	df   dataFrame
 }
+
+// dataFrame is a DATA frame as the reader returns it, whoever parsed it.
+// Its payload, without padding, is valid until the next read: it may still
+// be in the read buffer.
+type dataFrame struct {
+	http2.FrameHeader
+	data []byte
+}
+
+func (f *dataFrame) Data() []byte      { return f.data }
+func (f *dataFrame) StreamEnded() bool { return f.Flags.Has(http2.FlagDataEndStream) }
 
 func newFrameReader(br *bufio.Reader) *frameReader {
 	fr := http2.NewFramer(nil, br)
@@ -196,7 +211,7 @@ func (r *frameReader) next() (http2.Frame, error) {
 		if err != nil {
 			return nil, err
 		}
-		switch f.(type) {
+		switch f := f.(type) {
 		case *http2.HeadersFrame, *http2.ContinuationFrame:
 			mh, err := r.hb.frame(f)
 			if err != nil {
@@ -206,14 +221,18 @@ func (r *frameReader) next() (http2.Frame, error) {
 				continue
 			}
 			return mh, nil
+		case *http2.DataFrame:
+			r.df = dataFrame{FrameHeader: f.FrameHeader, data: f.Data()}
+			return &r.df, nil
 		}
 		return f, nil
 	}
 }
 
-// small reads the next frame if it is a well-formed WINDOW_UPDATE or PING,
-// or a well-formed HEADERS frame with the whole of a header block, into the
-// reader's own frame; otherwise it reads nothing and returns nil, nil.
+// small reads the next frame if it is a well-formed DATA, WINDOW_UPDATE or
+// PING frame, or a well-formed HEADERS frame with the whole of a header
+// block, that fits in the read buffer, into the reader's own frame;
+// otherwise it reads nothing and returns nil, nil.
 // Within a header block only CONTINUATION may come, and the Framer says so.
 // A block is only taken whole, so the Framer's own idea of whether a block
 // is open stays right.
@@ -232,6 +251,23 @@ func (r *frameReader) small() (http2.Frame, error) {
 		StreamID: binary.BigEndian.Uint32(h[5:]) & (1<<31 - 1),
 	}
 	switch {
+	case fh.Type == http2.FrameData && fh.StreamID != 0 && int(fh.Length) <= r.br.Size()-9:
+		n := 9 + int(fh.Length)
+		p, err := r.br.Peek(n)
+		if err != nil {
+			return nil, nil
+		}
+		data := p[9:]
+		if fh.Flags.Has(http2.FlagDataPadded) {
+			if len(data) < 1 || int(data[0]) > len(data)-1 {
+				return nil, nil
+			}
+			data = data[1 : len(data)-int(data[0])]
+		}
+		// The bytes stay in the buffer until the next read.
+		r.br.Discard(n)
+		r.df = dataFrame{FrameHeader: fh, data: data}
+		return &r.df, nil
 	case fh.Type == http2.FrameWindowUpdate && fh.Length == 4:
 		p, err := r.br.Peek(13)
 		if err != nil {

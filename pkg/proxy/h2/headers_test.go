@@ -147,9 +147,9 @@ func TestBlockReaderReusesFields(t *testing.T) {
 	}
 }
 
-// TestFrameReaderSmallFrames: the WINDOW_UPDATE, PING and HEADERS frames
-// that the reader parses itself come out as the Framer reads them, malformed
-// ones fail as the Framer fails them, and the frames are reused.
+// TestFrameReaderSmallFrames: the DATA, WINDOW_UPDATE, PING and HEADERS
+// frames that the reader parses itself come out as the Framer reads them,
+// malformed ones fail as the Framer fails them, and the frames are reused.
 func TestFrameReaderSmallFrames(t *testing.T) {
 	frame := func(typ http2.FrameType, flags http2.Flags, id uint32, payload ...byte) []byte {
 		n := len(payload)
@@ -168,6 +168,15 @@ func TestFrameReaderSmallFrames(t *testing.T) {
 		err    string // "": a frame
 		framer bool   // read by the Framer, not into the reader's own frame
 	}{
+		"data":                     {in: frame(http2.FrameData, 0, 1, 'a', 'b', 'c')},
+		"empty data, stream end":   {in: frame(http2.FrameData, http2.FlagDataEndStream, 3)},
+		"padded data":              {in: frame(http2.FrameData, http2.FlagDataPadded, 1, 2, 'a', 0, 0)},
+		"all padding":              {in: frame(http2.FrameData, http2.FlagDataPadded, 1, 3, 0, 0, 0)},
+		"data beyond the buffer":   {in: frame(http2.FrameData, 0, 1, big...), framer: true},
+		"data on stream 0":         {in: frame(http2.FrameData, 0, 0, 'a'), err: "connection error: PROTOCOL_ERROR"},
+		"data pad too long":        {in: frame(http2.FrameData, http2.FlagDataPadded, 1, 2, 'a'), err: "connection error: PROTOCOL_ERROR"},
+		"data without pad length":  {in: frame(http2.FrameData, http2.FlagDataPadded, 1), err: "unexpected EOF"},
+		"cut data":                 {in: frame(http2.FrameData, 0, 1, 'a', 'b', 'c')[:11], err: "unexpected EOF"},
 		"headers":                  {in: frame(http2.FrameHeaders, whole, 1, block...)},
 		"headers, stream open":     {in: frame(http2.FrameHeaders, http2.FlagHeadersEndHeaders, 3, block...)},
 		"padded headers":           {in: frame(http2.FrameHeaders, whole|http2.FlagHeadersPadded, 1, cat([]byte{3}, block, []byte{0, 0, 0})...)},
@@ -211,7 +220,12 @@ func TestFrameReaderSmallFrames(t *testing.T) {
 				}
 			}
 			want, wantErr := fr.ReadFrame()
-			got, err := r.next()
+			// What small takes, the reader parsed itself.
+			got, err := r.small()
+			own := got != nil
+			if got == nil && err == nil {
+				got, err = r.next()
+			}
 			if tc.err != "" || wantErr != nil {
 				if err == nil || wantErr == nil || err.Error() != tc.err || wantErr.Error() != tc.err {
 					t.Fatalf("got %v, the Framer %v; want %q", err, wantErr, tc.err)
@@ -223,6 +237,9 @@ func TestFrameReaderSmallFrames(t *testing.T) {
 			}
 			if g, w := got.Header(), want.Header(); g.Type != w.Type || g.Flags != w.Flags || g.Length != w.Length || g.StreamID != w.StreamID {
 				t.Fatalf("got %v, the Framer %v", g, w)
+			}
+			if own == tc.framer {
+				t.Fatalf("parsed by the reader itself: %v, want %v", own, !tc.framer)
 			}
 			switch w := want.(type) {
 			case *http2.WindowUpdateFrame:
@@ -238,8 +255,12 @@ func TestFrameReaderSmallFrames(t *testing.T) {
 				if !slices.Equal(g.Fields, w.Fields) || g.Priority != w.Priority || g.Truncated != w.Truncated || g.StreamEnded() != w.StreamEnded() {
 					t.Fatalf("got %v %+v truncated %v, the Framer %v %+v truncated %v", g.Fields, g.Priority, g.Truncated, w.Fields, w.Priority, w.Truncated)
 				}
-				if own := g.HeadersFrame == &r.hf; own == tc.framer {
-					t.Fatalf("read into the reader's own frame: %v, want %v", own, !tc.framer)
+				if own != (g.HeadersFrame == &r.hf) {
+					t.Fatalf("parsed by the reader itself: %v, into its own frame: %v", own, g.HeadersFrame == &r.hf)
+				}
+			case *http2.DataFrame:
+				if g := got.(*dataFrame); !bytes.Equal(g.Data(), w.Data()) || g.StreamEnded() != w.StreamEnded() || g != &r.df {
+					t.Fatalf("got %q end %v (own frame: %v), the Framer %q end %v", g.Data(), g.StreamEnded(), g == &r.df, w.Data(), w.StreamEnded())
 				}
 			default:
 				t.Fatalf("the Framer read a %T", want)

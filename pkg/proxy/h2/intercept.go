@@ -83,7 +83,7 @@ func (c *conn) watchHeaders(rs *rstream, f *http2.MetaHeadersFrame, fl *flusher)
 }
 
 // watchData takes a DATA frame of a watched reply.
-func (c *conn) watchData(up *side, rs *rstream, os *ostream, f *http2.DataFrame, fl *flusher) {
+func (c *conn) watchData(up *side, rs *rstream, os *ostream, f *dataFrame, fl *flusher) {
 	w := rs.watch
 	if w.released {
 		c.upstreamData(up, rs, os, f, fl)
