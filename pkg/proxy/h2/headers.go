@@ -34,22 +34,19 @@ func newBlockReader() *blockReader {
 var errPseudoAfterRegular = errors.New("pseudo header field after regular")
 
 func (b *blockReader) emit(hf hpack.HeaderField) {
-	if b.invalid != nil || b.mh.Truncated {
-		return
-	}
 	if !httpguts.ValidHeaderFieldValue(hf.Value) {
-		b.invalid = errors.New("invalid value in header field " + hf.Name)
+		b.refuse(errors.New("invalid value in header field " + hf.Name))
 		return
 	}
 	if strings.HasPrefix(hf.Name, ":") {
 		if b.regular {
-			b.invalid = errPseudoAfterRegular
+			b.refuse(errPseudoAfterRegular)
 			return
 		}
 	} else {
 		b.regular = true
 		if !validFieldName(hf.Name) {
-			b.invalid = errors.New("invalid header field name " + hf.Name)
+			b.refuse(errors.New("invalid header field name " + hf.Name))
 			return
 		}
 	}
@@ -60,6 +57,14 @@ func (b *blockReader) emit(hf hpack.HeaderField) {
 	}
 	b.mh.Truncated = true
 	b.remain = 0
+	b.dec.SetEmitEnabled(false)
+}
+
+// refuse marks the block invalid. As the Framer does, the rest of the block
+// is only parsed, not decoded: the block is refused anyway.
+func (b *blockReader) refuse(err error) {
+	b.invalid = err
+	b.dec.SetEmitEnabled(false)
 }
 
 // frame takes a HEADERS or CONTINUATION frame. It returns the block's
@@ -84,6 +89,7 @@ func (b *blockReader) headers(f *http2.HeadersFrame, frag []byte) (*http2.MetaHe
 	clear(b.mh.Fields)
 	b.mh = http2.MetaHeadersFrame{HeadersFrame: f, Fields: b.mh.Fields[:0]}
 	b.remain, b.regular, b.invalid = ourMaxHeaderList, false, nil
+	b.dec.SetEmitEnabled(true)
 	return b.fragment(frag, f.HeadersEnded())
 }
 
@@ -207,8 +213,19 @@ func (r *frameReader) next() (http2.Frame, error) {
 		if f, err := r.small(); f != nil || err != nil {
 			return f, err
 		}
+		var typ http2.FrameType = 0xff
+		if h, err := r.br.Peek(9); err == nil {
+			typ = http2.FrameType(h[3])
+		}
 		f, err := r.fr.ReadFrame()
 		if err != nil {
+			if typ == http2.FrameHeaders && errors.As(err, new(http2.StreamError)) {
+				// Padding longer than the payload, which the Framer
+				// fails as a stream error. The block was never decoded,
+				// so the decoder's table may no longer be the peer's:
+				// a connection error, as RFC 9113 (6.2) has it.
+				return nil, http2.ConnectionError(http2.ErrCodeProtocol)
+			}
 			return nil, err
 		}
 		switch f := f.(type) {

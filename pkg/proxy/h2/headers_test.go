@@ -3,6 +3,7 @@ package h2
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"reflect"
@@ -167,6 +168,7 @@ func TestFrameReaderSmallFrames(t *testing.T) {
 		next   int    // and the reader
 		err    string // "": a frame
 		framer bool   // read by the Framer, not into the reader's own frame
+		fwErr  string // the Framer's error, where it differs
 	}{
 		"data":                     {in: frame(http2.FrameData, 0, 1, 'a', 'b', 'c')},
 		"empty data, stream end":   {in: frame(http2.FrameData, http2.FlagDataEndStream, 3)},
@@ -185,22 +187,23 @@ func TestFrameReaderSmallFrames(t *testing.T) {
 		"two blocks":               {in: cat(frame(http2.FrameHeaders, whole, 1, block...), frame(http2.FrameHeaders, whole, 3, 0x82, 0x86, 0x84, 0xbe)), frames: 1, next: 1},
 		"headers and continuation": {in: cat(frame(http2.FrameHeaders, 0, 1, block[:3]...), frame(http2.FrameContinuation, http2.FlagContinuationEndHeaders, 1, block[3:]...)), framer: true},
 		"block beyond the buffer":  {in: frame(http2.FrameHeaders, whole, 1, cat(block[:3], big)...), framer: true},
-		"pad too long":             {in: frame(http2.FrameHeaders, whole|http2.FlagHeadersPadded, 1, cat([]byte{200}, block)...), err: "stream error: stream ID 1; PROTOCOL_ERROR"},
-		"short priority":           {in: frame(http2.FrameHeaders, whole|http2.FlagHeadersPriority, 1, 0, 0, 0), err: "unexpected EOF"},
-		"headers on stream 0":      {in: frame(http2.FrameHeaders, whole, 0, block...), err: "connection error: PROTOCOL_ERROR"},
-		"undecodable headers":      {in: frame(http2.FrameHeaders, whole, 1, 0xff), err: "connection error: COMPRESSION_ERROR"},
-		"window update":            {in: frame(http2.FrameWindowUpdate, 0, 0, 0, 0, 0x40, 0)},
-		"stream window update":     {in: frame(http2.FrameWindowUpdate, 0, 3, 0, 1, 0, 0)},
-		"reserved bits":            {in: frame(http2.FrameWindowUpdate, 0, 1<<31|3, 0xff, 0xff, 0xff, 0xff)},
-		"zero increment":           {in: frame(http2.FrameWindowUpdate, 0, 0, 0, 0, 0, 0), err: "connection error: PROTOCOL_ERROR"},
-		"zero stream increment":    {in: frame(http2.FrameWindowUpdate, 0, 3, 0, 0, 0, 0), err: "stream error: stream ID 3; PROTOCOL_ERROR"},
-		"long window update":       {in: frame(http2.FrameWindowUpdate, 0, 0, 0, 0, 0, 1, 0), err: "connection error: FRAME_SIZE_ERROR"},
-		"cut window update":        {in: frame(http2.FrameWindowUpdate, 0, 0, 0, 0, 0x40, 0)[:12], err: "unexpected EOF"},
-		"ping":                     {in: frame(http2.FramePing, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8)},
-		"ping ack":                 {in: frame(http2.FramePing, http2.FlagPingAck, 0, 8, 7, 6, 5, 4, 3, 2, 1)},
-		"ping on a stream":         {in: frame(http2.FramePing, 0, 1, 1, 2, 3, 4, 5, 6, 7, 8), err: "connection error: PROTOCOL_ERROR"},
-		"short ping":               {in: frame(http2.FramePing, 0, 0, 1, 2, 3, 4, 5, 6, 7), err: "connection error: FRAME_SIZE_ERROR"},
-		"inside a header block":    {in: append(openBlock, frame(http2.FrameWindowUpdate, 0, 0, 0, 0, 0x40, 0)...), err: "connection error: PROTOCOL_ERROR"},
+		// RFC 9113 (6.2): a connection error; the Framer fails the stream.
+		"pad too long":          {in: frame(http2.FrameHeaders, whole|http2.FlagHeadersPadded, 1, cat([]byte{200}, block)...), err: "connection error: PROTOCOL_ERROR", fwErr: "stream error: stream ID 1; PROTOCOL_ERROR"},
+		"short priority":        {in: frame(http2.FrameHeaders, whole|http2.FlagHeadersPriority, 1, 0, 0, 0), err: "unexpected EOF"},
+		"headers on stream 0":   {in: frame(http2.FrameHeaders, whole, 0, block...), err: "connection error: PROTOCOL_ERROR"},
+		"undecodable headers":   {in: frame(http2.FrameHeaders, whole, 1, 0xff), err: "connection error: COMPRESSION_ERROR"},
+		"window update":         {in: frame(http2.FrameWindowUpdate, 0, 0, 0, 0, 0x40, 0)},
+		"stream window update":  {in: frame(http2.FrameWindowUpdate, 0, 3, 0, 1, 0, 0)},
+		"reserved bits":         {in: frame(http2.FrameWindowUpdate, 0, 1<<31|3, 0xff, 0xff, 0xff, 0xff)},
+		"zero increment":        {in: frame(http2.FrameWindowUpdate, 0, 0, 0, 0, 0, 0), err: "connection error: PROTOCOL_ERROR"},
+		"zero stream increment": {in: frame(http2.FrameWindowUpdate, 0, 3, 0, 0, 0, 0), err: "stream error: stream ID 3; PROTOCOL_ERROR"},
+		"long window update":    {in: frame(http2.FrameWindowUpdate, 0, 0, 0, 0, 0, 1, 0), err: "connection error: FRAME_SIZE_ERROR"},
+		"cut window update":     {in: frame(http2.FrameWindowUpdate, 0, 0, 0, 0, 0x40, 0)[:12], err: "unexpected EOF"},
+		"ping":                  {in: frame(http2.FramePing, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8)},
+		"ping ack":              {in: frame(http2.FramePing, http2.FlagPingAck, 0, 8, 7, 6, 5, 4, 3, 2, 1)},
+		"ping on a stream":      {in: frame(http2.FramePing, 0, 1, 1, 2, 3, 4, 5, 6, 7, 8), err: "connection error: PROTOCOL_ERROR"},
+		"short ping":            {in: frame(http2.FramePing, 0, 0, 1, 2, 3, 4, 5, 6, 7), err: "connection error: FRAME_SIZE_ERROR"},
+		"inside a header block": {in: append(openBlock, frame(http2.FrameWindowUpdate, 0, 0, 0, 0, 0x40, 0)...), err: "connection error: PROTOCOL_ERROR"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			fr := http2.NewFramer(nil, bytes.NewReader(tc.in))
@@ -227,8 +230,9 @@ func TestFrameReaderSmallFrames(t *testing.T) {
 				got, err = r.next()
 			}
 			if tc.err != "" || wantErr != nil {
-				if err == nil || wantErr == nil || err.Error() != tc.err || wantErr.Error() != tc.err {
-					t.Fatalf("got %v, the Framer %v; want %q", err, wantErr, tc.err)
+				fwErr := cmp.Or(tc.fwErr, tc.err)
+				if err == nil || wantErr == nil || err.Error() != tc.err || wantErr.Error() != fwErr {
+					t.Fatalf("got %v, the Framer %v; want %q, %q", err, wantErr, tc.err, fwErr)
 				}
 				return
 			}
