@@ -84,11 +84,16 @@ fuzz: ## run each fuzzer for FUZZTIME (default 10s)
 	done
 
 BENCHTIME ?= 1s
+# Interleaved rounds per cell: more rounds, shorter each, follow a drifting
+# machine load more closely.
+BENCHROUNDS ?= 6
+# Another cri-guard build to measure beside bin/cri-guard (relay cri-guard-base).
+BASE_BIN ?=
 
 .PHONY: bench
 bench: build ## benchmark the relay against direct, a byte splice and a naive gRPC relay (fake runtime + real containerd, as root); table in bin/bench.md, JSON in bin/bench.json
 	$(GO) build -o $(BIN)/cri-guard-bench ./bench
-	$(BIN)/cri-guard-bench -dur $(BENCHTIME) -guard-bin $(BIN)/cri-guard -json $(BIN)/bench.json | tee $(BIN)/bench.md
+	$(BIN)/cri-guard-bench -dur $(BENCHTIME) -rounds $(BENCHROUNDS) -guard-bin $(BIN)/cri-guard $(if $(BASE_BIN),-base-bin $(BASE_BIN)) -json $(BIN)/bench.json | tee $(BIN)/bench.md
 	$(GO) test -run '^$$' -bench '^BenchmarkRelay' -benchmem -benchtime 200x ./bench/ | tee -a $(BIN)/bench.md
 
 .PHONY: bench-smoke
