@@ -32,6 +32,16 @@ func FuzzFrameReader(f *testing.F) {
 		frame(http2.FrameRSTStream, 0, 3, 0, 0, 0, 8),
 	}, nil))
 	f.Add(frame(http2.FrameData, 0, 0, 'a'))
+	// The same indexed block before and after the decoder's table changes.
+	end := http2.FlagHeadersEndHeaders | http2.FlagHeadersEndStream
+	f.Add(bytes.Join([][]byte{
+		frame(http2.FrameHeaders, end, 1, 0x88, 0x40, 1, 'x', 1, 'y'),
+		frame(http2.FrameHeaders, end, 3, 0x88, 0xbe),
+		frame(http2.FrameHeaders, end, 5, 0x88, 0xbe),
+		frame(http2.FrameHeaders, end, 7, 0x88, 0x40, 1, 'x', 1, 'z'),
+		frame(http2.FrameHeaders, end, 9, 0x88, 0xbe),
+		frame(http2.FrameHeaders, end, 11, 0x88, 0xbf),
+	}, nil))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		rd := bytes.NewReader(in)
 		fr := http2.NewFramer(nil, rd)
