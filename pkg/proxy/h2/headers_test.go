@@ -148,14 +148,17 @@ func TestBlockReaderReusesFields(t *testing.T) {
 	}
 }
 
+// rawFrame is a frame as it goes on the wire, well formed or not.
+func rawFrame(typ http2.FrameType, flags http2.Flags, id uint32, payload ...byte) []byte {
+	n := len(payload)
+	return append([]byte{byte(n >> 16), byte(n >> 8), byte(n), byte(typ), byte(flags), byte(id >> 24), byte(id >> 16), byte(id >> 8), byte(id)}, payload...)
+}
+
 // TestFrameReaderSmallFrames: the DATA, WINDOW_UPDATE, PING and HEADERS
 // frames that the reader parses itself come out as the Framer reads them,
 // malformed ones fail as the Framer fails them, and the frames are reused.
 func TestFrameReaderSmallFrames(t *testing.T) {
-	frame := func(typ http2.FrameType, flags http2.Flags, id uint32, payload ...byte) []byte {
-		n := len(payload)
-		return append([]byte{byte(n >> 16), byte(n >> 8), byte(n), byte(typ), byte(flags), byte(id >> 24), byte(id >> 16), byte(id >> 8), byte(id)}, payload...)
-	}
+	frame := rawFrame
 	openBlock := frame(http2.FrameHeaders, 0, 1, 0x82) // :method GET, no END_HEADERS
 	// :method GET, :scheme http, :path /, x: y (a literal, indexed)
 	block := []byte{0x82, 0x86, 0x84, 0x40, 1, 'x', 1, 'y'}

@@ -15,10 +15,7 @@ import (
 // with a Framer set up the same way: they must see the same frames, and
 // fail at the same frame in the same way.
 func FuzzFrameReader(f *testing.F) {
-	frame := func(typ http2.FrameType, flags http2.Flags, id uint32, payload ...byte) []byte {
-		n := len(payload)
-		return append([]byte{byte(n >> 16), byte(n >> 8), byte(n), byte(typ), byte(flags), byte(id >> 24), byte(id >> 16), byte(id >> 8), byte(id)}, payload...)
-	}
+	frame := rawFrame
 	block := []byte{0x82, 0x86, 0x84, 0x40, 1, 'x', 1, 'y'}
 	f.Add(frame(http2.FrameHeaders, http2.FlagHeadersEndHeaders, 1, block...))
 	f.Add(bytes.Join([][]byte{
