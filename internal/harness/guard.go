@@ -122,6 +122,20 @@ func StartGuard(ctx context.Context, opts GuardOptions) (*Guard, error) {
 // Logs returns everything the process has written so far.
 func (g *Guard) Logs() string { return g.out.String() }
 
+// WaitLog tells whether the process's output holds s within timeout. A line
+// the daemon logged before it answered a call may still be in the pipe when
+// the caller has the answer.
+func (g *Guard) WaitLog(s string, timeout time.Duration) bool {
+	for end := time.Now().Add(timeout); ; time.Sleep(10 * time.Millisecond) {
+		if strings.Contains(g.Logs(), s) {
+			return true
+		}
+		if time.Now().After(end) {
+			return false
+		}
+	}
+}
+
 // Exited is closed when the process has exited.
 func (g *Guard) Exited() <-chan struct{} { return g.exited }
 

@@ -59,7 +59,7 @@ func TestOOMAtSandboxStartExplained(t *testing.T) {
 		"kernel: oom-kill:constraint=CONSTRAINT_MEMCG,oom_memcg="+parent+",task_memcg="+parent+"/",
 		"; fix: set the memory limit to at least 12Mi; runtime error: ",
 		"container init was OOM-killed (memory limit too low?)")
-	if i := strings.Index(msg, "; runtime error: "); i < 0 || !strings.Contains(g.Logs(), "memory failure explained") {
+	if i := strings.Index(msg, "; runtime error: "); i < 0 || !g.WaitLog("memory failure explained", 5*time.Second) {
 		t.Errorf("no explanation logged")
 	}
 

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -130,7 +131,7 @@ func TestRaiseMode(t *testing.T) {
 	if got, _ := strconv.Atoi(strings.TrimSpace(string(b))); got != 12<<20 {
 		t.Errorf("container cgroup limit %d, want the floor %d", got, 12<<20)
 	}
-	if !strings.Contains(g.Logs(), "raised to 12Mi") {
+	if !g.WaitLog("raised to 12Mi", 5*time.Second) {
 		t.Errorf("no log line for the raise:\n%s", g.Logs())
 	}
 
