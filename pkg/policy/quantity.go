@@ -28,7 +28,7 @@ const maxExponent = 30
 // reads those as 0 or negative), except that apimachinery itself caps
 // binary ones ("8Ei") at the largest int64.
 func ParseQuantity(s string) (int64, error) {
-	if exp, ok := exponent(s); ok && (exp == nil || *exp > maxExponent || *exp < -maxExponent) {
+	if exponentOutOfRange(s) {
 		return 0, fmt.Errorf("%q is out of range: the exponent is beyond ±%d", s, maxExponent)
 	}
 	q, err := resource.ParseQuantity(s)
@@ -44,23 +44,19 @@ func ParseQuantity(s string) (int64, error) {
 	return q.Value(), nil
 }
 
-// exponent finds a decimal-exponent suffix ("e3", "E-2") after the number.
-// ok is false when s has none (a bare "E" is the exa suffix); exp is nil
-// when the exponent does not fit in an int.
-func exponent(s string) (exp *int, ok bool) {
+// exponentOutOfRange tells whether s has a decimal-exponent suffix ("e3",
+// "E-2") beyond ±maxExponent, or too long for an int. A bare "E" is the exa
+// suffix, and what is not an exponent is left to apimachinery to refuse.
+func exponentOutOfRange(s string) bool {
 	rest := strings.TrimLeft(s, "+-0123456789.")
 	if len(rest) < 2 || (rest[0] != 'e' && rest[0] != 'E') {
-		return nil, false
+		return false
 	}
 	n, err := strconv.Atoi(rest[1:])
-	switch {
-	case err == nil:
-		return &n, true
-	case errors.Is(err, strconv.ErrRange):
-		return nil, true
-	default:
-		return nil, false // not an exponent; apimachinery says why
+	if errors.Is(err, strconv.ErrRange) {
+		return true
 	}
+	return err == nil && (n > maxExponent || n < -maxExponent)
 }
 
 // Quantity formats bytes as the shortest exact Kubernetes quantity: 12Mi,
