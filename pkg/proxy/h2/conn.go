@@ -75,7 +75,7 @@ func (c *conn) serve() {
 			c.s.panicked()
 		}
 	}()
-	br := bufio.NewReaderSize(c.nc, 64<<10)
+	br := bufio.NewReaderSize(newReader(c.nc), 64<<10)
 	c.nc.SetReadDeadline(time.Now().Add(2 * time.Minute))
 	pre := make([]byte, len(http2.ClientPreface))
 	if _, err := io.ReadFull(br, pre); err != nil || string(pre) != http2.ClientPreface {
@@ -476,7 +476,7 @@ func (c *conn) readUpstream(up *side) {
 		}
 		c.upstreamClosed(up, why)
 	}()
-	r := newFrameReader(bufio.NewReaderSize(up.nc, 64<<10))
+	r := newFrameReader(bufio.NewReaderSize(newReader(up.nc), 64<<10))
 	fl := r.fl
 	defer fl.flush()
 	for {

@@ -17,7 +17,9 @@
 // that read it, straight from its read buffer, and a reader flushes only
 // before a read that may block, so what one read brought in leaves in one
 // write (see side). Frames are queued, and copied, only when their windows
-// or another writer hold them up.
+// or another writer hold them up. Sockets are read and written with raw
+// system calls, waiting on the runtime's poller as net.Conn does, but
+// without telling the scheduler of a call that cannot block (rawio.go).
 //
 // Methods with an Interceptor are answered by the core itself: it collects
 // the request message, runs the Interceptor, and opens a new upstream stream

@@ -210,7 +210,7 @@ func newSide(nc net.Conn, upstream bool) *side {
 	s := &side{
 		nc:         nc,
 		upstream:   upstream,
-		bw:         bufio.NewWriterSize(nc, 64<<10),
+		bw:         bufio.NewWriterSize(newWriter(nc), 64<<10),
 		streams:    map[uint32]*ostream{},
 		connWin:    initialWindow,
 		initWin:    initialWindow,
