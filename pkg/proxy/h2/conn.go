@@ -17,6 +17,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+
+	"github.com/cri-guard/cri-guard/internal/sysio"
 )
 
 // rstream is one kubelet call, or one forward of an intercepted call.
@@ -75,7 +77,7 @@ func (c *conn) serve() {
 			c.s.panicked()
 		}
 	}()
-	br := bufio.NewReaderSize(newReader(c.nc), 64<<10)
+	br := bufio.NewReaderSize(sysio.NewReader(c.nc), 64<<10)
 	c.nc.SetReadDeadline(time.Now().Add(2 * time.Minute))
 	pre := make([]byte, len(http2.ClientPreface))
 	if _, err := io.ReadFull(br, pre); err != nil || string(pre) != http2.ClientPreface {
@@ -476,7 +478,7 @@ func (c *conn) readUpstream(up *side) {
 		}
 		c.upstreamClosed(up, why)
 	}()
-	r := newFrameReader(bufio.NewReaderSize(newReader(up.nc), 64<<10))
+	r := newFrameReader(bufio.NewReaderSize(sysio.NewReader(up.nc), 64<<10))
 	fl := r.fl
 	defer fl.flush()
 	for {

@@ -19,7 +19,8 @@
 // write (see side). Frames are queued, and copied, only when their windows
 // or another writer hold them up. Sockets are read and written with raw
 // system calls, waiting on the runtime's poller as net.Conn does, but
-// without telling the scheduler of a call that cannot block (rawio.go).
+// without telling the scheduler of a call that cannot block (package
+// internal/sysio).
 //
 // Methods with an Interceptor are answered by the core itself: it collects
 // the request message, runs the Interceptor, and opens a new upstream stream

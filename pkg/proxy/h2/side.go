@@ -10,6 +10,8 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/cri-guard/cri-guard/internal/sysio"
 )
 
 const (
@@ -210,7 +212,7 @@ func newSide(nc net.Conn, upstream bool) *side {
 	s := &side{
 		nc:         nc,
 		upstream:   upstream,
-		bw:         bufio.NewWriterSize(newWriter(nc), 64<<10),
+		bw:         bufio.NewWriterSize(sysio.NewWriter(nc), 64<<10),
 		streams:    map[uint32]*ostream{},
 		connWin:    initialWindow,
 		initWin:    initialWindow,

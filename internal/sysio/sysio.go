@@ -1,4 +1,4 @@
-package h2
+package sysio
 
 import (
 	"io"
@@ -7,19 +7,6 @@ import (
 	"syscall"
 	"unsafe"
 )
-
-// The relay reads and writes its sockets with raw system calls, not through
-// net.Conn's Read and Write. Both block the same way: when the socket has
-// nothing to read or no room to write, the goroutine parks on the runtime's
-// network poller (syscall.RawConn), with the connection's deadlines. What
-// differs is the call itself: net.Conn makes it as a blocking system call
-// (runtime.entersyscall), which wakes the runtime's sysmon thread whenever
-// every P was idle, and a relay on an idle-then-busy node is in that state
-// between most calls. On a socket in non-blocking mode the call cannot
-// block, so it does not need to tell the scheduler. In perf profiles of the
-// relay under load, sysmon and the enter/exit of system calls were a fifth
-// of its CPU time. Connections that are not sockets (tests' pipes and
-// wrappers) are used as they are.
 
 // sysReader reads a socket with raw read(2) calls. One goroutine reads.
 type sysReader struct {
@@ -30,9 +17,9 @@ type sysReader struct {
 	read func(fd uintptr) bool // r.readFD, bound once
 }
 
-// newReader returns a reader of nc: raw read(2) calls for a socket, nc
+// NewReader returns a reader of nc: raw read(2) calls for a socket, nc
 // itself otherwise.
-func newReader(nc net.Conn) io.Reader {
+func NewReader(nc net.Conn) io.Reader {
 	rc := rawConn(nc)
 	if rc == nil {
 		return nc
@@ -76,7 +63,7 @@ func (r *sysReader) readFD(fd uintptr) bool {
 }
 
 // sysWriter writes a socket with raw write(2) calls. One goroutine writes
-// at a time (a side's writer, or its bufio.Writer's owner).
+// at a time.
 type sysWriter struct {
 	rc    syscall.RawConn
 	p     []byte
@@ -85,9 +72,9 @@ type sysWriter struct {
 	write func(fd uintptr) bool // w.writeFD, bound once
 }
 
-// newWriter returns a writer to nc: raw write(2) calls for a socket, nc
+// NewWriter returns a writer to nc: raw write(2) calls for a socket, nc
 // itself otherwise.
-func newWriter(nc net.Conn) io.Writer {
+func NewWriter(nc net.Conn) io.Writer {
 	rc := rawConn(nc)
 	if rc == nil {
 		return nc

@@ -1,4 +1,4 @@
-package h2
+package sysio
 
 import (
 	"bytes"
@@ -39,30 +39,30 @@ func unixPair(t *testing.T) (a, b *net.UnixConn) {
 	return d.(*net.UnixConn), s.(*net.UnixConn)
 }
 
-func TestRawIOUsedForSocketsOnly(t *testing.T) {
+func TestSocketsOnly(t *testing.T) {
 	a, _ := unixPair(t)
-	if _, ok := newReader(a).(*sysReader); !ok {
-		t.Errorf("newReader(%T) = %T, want *sysReader", a, newReader(a))
+	if _, ok := NewReader(a).(*sysReader); !ok {
+		t.Errorf("NewReader(%T) = %T, want *sysReader", a, NewReader(a))
 	}
-	if _, ok := newWriter(a).(*sysWriter); !ok {
-		t.Errorf("newWriter(%T) = %T, want *sysWriter", a, newWriter(a))
+	if _, ok := NewWriter(a).(*sysWriter); !ok {
+		t.Errorf("NewWriter(%T) = %T, want *sysWriter", a, NewWriter(a))
 	}
 	p, q := net.Pipe()
 	defer p.Close()
 	defer q.Close()
-	if r := newReader(p); r != io.Reader(p) {
-		t.Errorf("newReader(net.Pipe) = %T, want the conn itself", r)
+	if r := NewReader(p); r != io.Reader(p) {
+		t.Errorf("NewReader(net.Pipe) = %T, want the conn itself", r)
 	}
-	if w := newWriter(p); w != io.Writer(p) {
-		t.Errorf("newWriter(net.Pipe) = %T, want the conn itself", w)
+	if w := NewWriter(p); w != io.Writer(p) {
+		t.Errorf("NewWriter(net.Pipe) = %T, want the conn itself", w)
 	}
 }
 
-// TestRawIOCopiesEverything writes 8 MiB in writes of random sizes through
+// TestCopiesEverything writes 8 MiB in writes of random sizes through
 // a socket whose buffers are shrunk to 4 KiB, so that writes are cut short
 // and both ends wait for the poller, and reads it back in reads of random
 // sizes.
-func TestRawIOCopiesEverything(t *testing.T) {
+func TestCopiesEverything(t *testing.T) {
 	a, b := unixPair(t)
 	if err := a.SetWriteBuffer(4096); err != nil {
 		t.Fatal(err)
@@ -76,7 +76,7 @@ func TestRawIOCopiesEverything(t *testing.T) {
 	want := make([]byte, 8<<20)
 	rnd := rand.New(rand.NewSource(1))
 	rnd.Read(want)
-	w, r := newWriter(a), newReader(b)
+	w, r := NewWriter(a), NewReader(b)
 
 	werr := make(chan error, 1)
 	go func() {
@@ -118,18 +118,18 @@ func TestRawIOCopiesEverything(t *testing.T) {
 	}
 }
 
-func TestRawIOErrors(t *testing.T) {
+func TestErrors(t *testing.T) {
 	t.Run("read deadline", func(t *testing.T) {
 		a, _ := unixPair(t)
 		a.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
-		_, err := newReader(a).Read(make([]byte, 10))
+		_, err := NewReader(a).Read(make([]byte, 10))
 		if !errors.Is(err, os.ErrDeadlineExceeded) {
 			t.Fatalf("err = %v, want a deadline error", err)
 		}
 	})
 	t.Run("read on a closed conn", func(t *testing.T) {
 		a, _ := unixPair(t)
-		r := newReader(a)
+		r := NewReader(a)
 		done := make(chan error, 1)
 		go func() {
 			_, err := r.Read(make([]byte, 10))
@@ -149,7 +149,7 @@ func TestRawIOErrors(t *testing.T) {
 	t.Run("write to a closed peer", func(t *testing.T) {
 		a, b := unixPair(t)
 		b.Close()
-		w := newWriter(a)
+		w := NewWriter(a)
 		var err error
 		for i := 0; i < 100 && err == nil; i++ { // the first write may still land
 			_, err = w.Write(make([]byte, 64<<10))
@@ -165,7 +165,7 @@ func TestRawIOErrors(t *testing.T) {
 		a, b := unixPair(t)
 		b.Write([]byte("x"))
 		b.Close()
-		r := newReader(a)
+		r := NewReader(a)
 		buf := make([]byte, 10)
 		n, err := r.Read(buf)
 		if n != 1 || err != nil || buf[0] != 'x' {
@@ -177,10 +177,10 @@ func TestRawIOErrors(t *testing.T) {
 	})
 	t.Run("empty buffers", func(t *testing.T) {
 		a, _ := unixPair(t)
-		if n, err := newReader(a).Read(nil); n != 0 || err != nil {
+		if n, err := NewReader(a).Read(nil); n != 0 || err != nil {
 			t.Fatalf("Read(nil) = %d, %v", n, err)
 		}
-		if n, err := newWriter(a).Write(nil); n != 0 || err != nil {
+		if n, err := NewWriter(a).Write(nil); n != 0 || err != nil {
 			t.Fatalf("Write(nil) = %d, %v", n, err)
 		}
 	})
