@@ -1,5 +1,6 @@
 // Command bench measures cri-guard's relay side by side with a direct
-// connection, a raw unix-socket byte splice (the floor) and a naive gRPC
+// connection, a raw unix-socket byte splice (the floor; splice-raw is the
+// same splice through package sysio's raw system calls) and a naive gRPC
 // relay, against a zero-work fake runtime and a real containerd. It prints
 // a markdown table and writes the same results as JSON.
 //
@@ -29,7 +30,7 @@ import (
 	remote "k8s.io/cri-client/pkg"
 )
 
-var relayKinds = []string{"splice", "naive", "cri-guard", "cri-guard-frames"}
+var relayKinds = []string{"splice", "splice-raw", "naive", "cri-guard", "cri-guard-frames"}
 
 // binary is the cri-guard binary to measure too, if any; baseBinary is
 // another build to measure beside it (a change's A/B in one run).

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/cri-guard/cri-guard/internal/sysio"
 	"github.com/cri-guard/cri-guard/pkg/config"
 	"github.com/cri-guard/cri-guard/pkg/facts"
 	"github.com/cri-guard/cri-guard/pkg/guard"
@@ -55,7 +56,9 @@ func runChild(kind, listen, upstream, ctl, cgroupRoot string) error {
 	}
 	switch kind {
 	case "splice":
-		return serveSplice(l, upstream)
+		return serveSplice(l, upstream, false)
+	case "splice-raw":
+		return serveSplice(l, upstream, true)
 	case "naive":
 		return serveNaive(l, upstream)
 	case "cri-guard":
@@ -133,8 +136,19 @@ func memory(pid string) (rss, peak int64) {
 }
 
 // serveSplice is the floor reference: a byte splice between two unix
-// sockets, with no idea of HTTP/2 or gRPC.
-func serveSplice(l net.Listener, upstream string) error {
+// sockets, with no idea of HTTP/2 or gRPC. With raw, it copies through
+// package sysio's raw system calls, as cri-guard's frames core does: the
+// floor for a relay that does no work but the copy.
+func serveSplice(l net.Listener, upstream string, raw bool) error {
+	cp := func(dst, src net.Conn) { _, _ = io.Copy(dst, src) }
+	if raw {
+		cp = func(dst, src net.Conn) {
+			// io.CopyBuffer: sysio's reader and writer have no WriteTo or
+			// ReadFrom, so every byte goes through buf.
+			buf := make([]byte, 64<<10)
+			_, _ = io.CopyBuffer(sysio.NewWriter(dst), sysio.NewReader(src), buf)
+		}
+	}
 	for {
 		c, err := l.Accept()
 		if err != nil {
@@ -148,11 +162,11 @@ func serveSplice(l net.Listener, upstream string) error {
 			}
 			done := make(chan struct{})
 			go func() {
-				_, _ = io.Copy(u, c)
+				cp(u, c)
 				_ = u.(*net.UnixConn).CloseWrite()
 				close(done)
 			}()
-			_, _ = io.Copy(c, u)
+			cp(c, u)
 			_ = c.(*net.UnixConn).CloseWrite()
 			<-done
 			c.Close()

@@ -41,7 +41,7 @@ func (r *report) evaluate() {
 			big = x.Workload
 		}
 	}
-	for _, relay := range []string{"naive", "cri-guard", "cri-guard-frames", "cri-guard-bin"} {
+	for _, relay := range []string{"splice-raw", "naive", "cri-guard", "cri-guard-frames", "cri-guard-bin"} {
 		d1, ok1 := r.find("fake", wl, "direct", 1)
 		s1, ok2 := r.find("fake", wl, "splice", 1)
 		g1, ok3 := r.find("fake", wl, relay, 1)
