@@ -84,9 +84,10 @@ fuzz: ## run each fuzzer for FUZZTIME (default 10s)
 	done
 
 BENCHTIME ?= 1s
-# Interleaved rounds per cell: more rounds, shorter each, follow a drifting
-# machine load more closely.
-BENCHROUNDS ?= 6
+# Interleaved rounds per cell (at most: cells with slow calls get fewer, see
+# roundsFor): more rounds, shorter each, follow a drifting machine load more
+# closely.
+BENCHROUNDS ?= 24
 # Another cri-guard build to measure beside bin/cri-guard (relay cri-guard-base).
 BASE_BIN ?=
 

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -199,7 +200,7 @@ var rounds = 3
 // so a change in the machine's load during the cell is shared by all relays
 // instead of falling on whichever ran then.
 func measureAll(relays []*relay, suite, workload string, c int, dur time.Duration, op func(*relay) func(context.Context) error) []Result {
-	n := max(rounds, 1)
+	n := roundsFor(c, dur, op(relays[0]))
 	accs := make([]cell, len(relays))
 	for round := range n {
 		for i := range relays {
@@ -212,6 +213,26 @@ func measureAll(relays []*relay, suite, workload string, c int, dur time.Duratio
 		out[j] = accs[j].result(suite, workload, r.name, c)
 	}
 	return out
+}
+
+// roundsFor is how many rounds a cell gets: rounds, or fewer when its
+// calls are slow, so that a relay's share of a round lasts at least ten
+// calls (their p50 in a short probe through the first relay). More, shorter
+// rounds spread a shared machine's slow drifts more evenly over the relays
+// (ListPodSandbox at c=16, four runs each: throughput vs the splice
+// 0.80-1.00x with 6 rounds, 0.96-1.00x with 24); a share shorter than a
+// call would measure warm-ups.
+func roundsFor(c int, dur time.Duration, op func(context.Context) error) int {
+	n := max(rounds, 1)
+	lat, _, _ := drive(c, 50*time.Millisecond, op)
+	if len(lat) == 0 {
+		return n
+	}
+	slices.Sort(lat)
+	if p50 := lat[len(lat)/2]; p50 > 0 {
+		n = min(n, max(1, int(dur/(10*p50))))
+	}
+	return n
 }
 
 // cell accumulates one relay's rounds of one cell.

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"os"
 	"sync"
 	"syscall"
@@ -55,4 +57,28 @@ func TestProcCPUAgreesWithRusage(t *testing.T) {
 		seen = append(seen, us)
 	}
 	t.Fatalf("CPU times %v µs: all whole clock ticks", seen)
+}
+
+func TestRoundsFor(t *testing.T) {
+	defer func(r int) { rounds = r }(rounds)
+	rounds = 24
+	sleep := func(d time.Duration) func(context.Context) error {
+		return func(context.Context) error { time.Sleep(d); return nil }
+	}
+	for name, tc := range map[string]struct {
+		dur  time.Duration
+		op   func(context.Context) error
+		want int
+	}{
+		"fast calls get every round":         {2 * time.Second, sleep(0), 24},
+		"20 ms calls in 1.1 s: 5 rounds":     {1100 * time.Millisecond, sleep(20 * time.Millisecond), 5},
+		"calls longer than the cell: 1":      {100 * time.Millisecond, sleep(60 * time.Millisecond), 1},
+		"failing calls: every round, as set": {2 * time.Second, func(context.Context) error { return errors.New("down") }, 24},
+	} {
+		t.Run(name, func(t *testing.T) {
+			if got := roundsFor(1, tc.dur, tc.op); got != tc.want {
+				t.Fatalf("roundsFor = %d, want %d", got, tc.want)
+			}
+		})
+	}
 }

@@ -53,7 +53,7 @@ func main() {
 	baseBin := flag.String("base-bin", "", "also measure this cri-guard binary as relay cri-guard-base, to compare two builds in one run (not in the targets)")
 	strict := flag.Bool("strict", false, "fail when any cell had errors or no calls (for CI)")
 	only := flag.String("relays", strings.Join(relayKinds, ","), "relay kinds to measure besides direct")
-	flag.IntVar(&rounds, "rounds", rounds, "interleaved rounds per cell: each round runs every relay once, in a rotated order")
+	flag.IntVar(&rounds, "rounds", rounds, "interleaved rounds per cell, at most (fewer when calls are slow): each round runs every relay once, in a rotated order")
 	wlFilter := flag.String("workloads", "", "measure only the fake-runtime workloads whose names contain one of these (comma-separated; the real suite is unaffected)")
 	flag.Parse()
 	if *child != "" {
