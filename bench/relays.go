@@ -143,10 +143,10 @@ func serveSplice(l net.Listener, upstream string, raw bool) error {
 	cp := func(dst, src net.Conn) { _, _ = io.Copy(dst, src) }
 	if raw {
 		cp = func(dst, src net.Conn) {
-			// io.CopyBuffer: sysio's reader and writer have no WriteTo or
-			// ReadFrom, so every byte goes through buf.
+			// io.CopyBuffer: sysio's conn has no WriteTo or ReadFrom,
+			// so every byte goes through buf.
 			buf := make([]byte, 64<<10)
-			_, _ = io.CopyBuffer(sysio.NewWriter(dst), sysio.NewReader(src), buf)
+			_, _ = io.CopyBuffer(sysio.New(dst), sysio.New(src), buf)
 		}
 	}
 	for {

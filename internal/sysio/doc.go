@@ -14,7 +14,8 @@
 // the entry and exit of system calls were a fifth of its CPU time.
 //
 // It is not a general net.Conn replacement: it has no ReadFrom or WriteTo,
-// no buffering, and each Reader (Writer) serves one goroutine at a time.
-// Connections that are not sockets of package net (pipes, test wrappers)
-// are returned as they are.
+// no buffering, and no Close (close the net.Conn); one goroutine may read
+// while another writes, but reads (writes) must not overlap. Connections
+// that are not sockets of package net (pipes, test wrappers) are returned
+// as they are.
 package sysio

@@ -8,42 +8,57 @@ import (
 	"unsafe"
 )
 
-// sysReader reads a socket with raw read(2) calls. One goroutine reads.
-type sysReader struct {
-	rc   syscall.RawConn
+// call is one direction's read or write in progress: the buffer and what
+// was done with it, and the two functions a call needs, bound once so that
+// a call allocates nothing.
+type call struct {
 	p    []byte
 	n    int
 	err  error
-	read func(fd uintptr) bool // r.readFD, bound once
+	fn   func(fd uintptr) bool             // readFD or writeFD
+	wait func(func(fd uintptr) bool) error // the RawConn's Read or Write
 }
 
-// NewReader returns a reader of nc: raw read(2) calls for a socket, nc
-// itself otherwise.
-func NewReader(nc net.Conn) io.Reader {
+// do reads or writes p: fn runs until it is done, and wait parks the
+// goroutine on the poller between its tries.
+func (c *call) do(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	c.p, c.n, c.err = p, 0, nil
+	err := c.wait(c.fn)
+	c.p = nil
+	if err == nil {
+		err = c.err
+	}
+	return c.n, err
+}
+
+// conn reads and writes a socket with raw read(2) and write(2) calls.
+type conn struct{ r, w call }
+
+// New returns nc's reads and writes as raw system calls if nc is a socket
+// of package net, and nc itself otherwise. A read and a write may run at
+// the same time, but not two reads, nor two writes.
+func New(nc net.Conn) io.ReadWriter {
 	rc := rawConn(nc)
 	if rc == nil {
 		return nc
 	}
-	r := &sysReader{rc: rc}
-	r.read = r.readFD
-	return r
+	c := new(conn)
+	c.r.fn, c.r.wait = c.readFD, rc.Read
+	c.w.fn, c.w.wait = c.writeFD, rc.Write
+	return c
 }
 
-func (r *sysReader) Read(p []byte) (int, error) {
-	if len(p) == 0 {
-		return 0, nil
-	}
-	r.p, r.n, r.err = p, 0, nil
-	err := r.rc.Read(r.read)
-	r.p = nil
-	if err != nil {
-		return 0, err
-	}
-	return r.n, r.err
-}
+func (c *conn) Read(p []byte) (int, error) { return c.r.do(p) }
+
+// Write writes all of p, waiting for room as net.Conn's Write does.
+func (c *conn) Write(p []byte) (int, error) { return c.w.do(p) }
 
 // readFD makes one read; false means the socket has nothing yet.
-func (r *sysReader) readFD(fd uintptr) bool {
+func (c *conn) readFD(fd uintptr) bool {
+	r := &c.r
 	for {
 		n, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&r.p[0])), uintptr(len(r.p)))
 		switch {
@@ -62,45 +77,10 @@ func (r *sysReader) readFD(fd uintptr) bool {
 	}
 }
 
-// sysWriter writes a socket with raw write(2) calls. One goroutine writes
-// at a time.
-type sysWriter struct {
-	rc    syscall.RawConn
-	p     []byte
-	n     int
-	err   error
-	write func(fd uintptr) bool // w.writeFD, bound once
-}
-
-// NewWriter returns a writer to nc: raw write(2) calls for a socket, nc
-// itself otherwise.
-func NewWriter(nc net.Conn) io.Writer {
-	rc := rawConn(nc)
-	if rc == nil {
-		return nc
-	}
-	w := &sysWriter{rc: rc}
-	w.write = w.writeFD
-	return w
-}
-
-// Write writes all of p, waiting for room as net.Conn's Write does.
-func (w *sysWriter) Write(p []byte) (int, error) {
-	if len(p) == 0 {
-		return 0, nil
-	}
-	w.p, w.n, w.err = p, 0, nil
-	err := w.rc.Write(w.write)
-	w.p = nil
-	if err == nil {
-		err = w.err
-	}
-	return w.n, err
-}
-
 // writeFD writes what the socket takes; false means it took less than all
 // and has no room now.
-func (w *sysWriter) writeFD(fd uintptr) bool {
+func (c *conn) writeFD(fd uintptr) bool {
+	w := &c.w
 	for w.n < len(w.p) {
 		rest := w.p[w.n:]
 		n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&rest[0])), uintptr(len(rest)))

@@ -41,20 +41,16 @@ func unixPair(t *testing.T) (a, b *net.UnixConn) {
 
 func TestSocketsOnly(t *testing.T) {
 	a, _ := unixPair(t)
-	if _, ok := NewReader(a).(*sysReader); !ok {
-		t.Errorf("NewReader(%T) = %T, want *sysReader", a, NewReader(a))
-	}
-	if _, ok := NewWriter(a).(*sysWriter); !ok {
-		t.Errorf("NewWriter(%T) = %T, want *sysWriter", a, NewWriter(a))
+	if rw := New(a); rw == io.ReadWriter(a) {
+		t.Errorf("New(%T) = the conn itself, want raw system calls", a)
+	} else if _, ok := rw.(*conn); !ok {
+		t.Errorf("New(%T) = %T, want *conn", a, rw)
 	}
 	p, q := net.Pipe()
 	defer p.Close()
 	defer q.Close()
-	if r := NewReader(p); r != io.Reader(p) {
-		t.Errorf("NewReader(net.Pipe) = %T, want the conn itself", r)
-	}
-	if w := NewWriter(p); w != io.Writer(p) {
-		t.Errorf("NewWriter(net.Pipe) = %T, want the conn itself", w)
+	if rw := New(p); rw != io.ReadWriter(p) {
+		t.Errorf("New(net.Pipe) = %T, want the conn itself", rw)
 	}
 }
 
@@ -76,7 +72,7 @@ func TestCopiesEverything(t *testing.T) {
 	want := make([]byte, 8<<20)
 	rnd := rand.New(rand.NewSource(1))
 	rnd.Read(want)
-	w, r := NewWriter(a), NewReader(b)
+	w, r := New(a), New(b)
 
 	werr := make(chan error, 1)
 	go func() {
@@ -122,14 +118,14 @@ func TestErrors(t *testing.T) {
 	t.Run("read deadline", func(t *testing.T) {
 		a, _ := unixPair(t)
 		a.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
-		_, err := NewReader(a).Read(make([]byte, 10))
+		_, err := New(a).Read(make([]byte, 10))
 		if !errors.Is(err, os.ErrDeadlineExceeded) {
 			t.Fatalf("err = %v, want a deadline error", err)
 		}
 	})
 	t.Run("read on a closed conn", func(t *testing.T) {
 		a, _ := unixPair(t)
-		r := NewReader(a)
+		r := New(a)
 		done := make(chan error, 1)
 		go func() {
 			_, err := r.Read(make([]byte, 10))
@@ -149,7 +145,7 @@ func TestErrors(t *testing.T) {
 	t.Run("write to a closed peer", func(t *testing.T) {
 		a, b := unixPair(t)
 		b.Close()
-		w := NewWriter(a)
+		w := New(a)
 		var err error
 		for i := 0; i < 100 && err == nil; i++ { // the first write may still land
 			_, err = w.Write(make([]byte, 64<<10))
@@ -165,7 +161,7 @@ func TestErrors(t *testing.T) {
 		a, b := unixPair(t)
 		b.Write([]byte("x"))
 		b.Close()
-		r := NewReader(a)
+		r := New(a)
 		buf := make([]byte, 10)
 		n, err := r.Read(buf)
 		if n != 1 || err != nil || buf[0] != 'x' {
@@ -177,11 +173,30 @@ func TestErrors(t *testing.T) {
 	})
 	t.Run("empty buffers", func(t *testing.T) {
 		a, _ := unixPair(t)
-		if n, err := NewReader(a).Read(nil); n != 0 || err != nil {
+		if n, err := New(a).Read(nil); n != 0 || err != nil {
 			t.Fatalf("Read(nil) = %d, %v", n, err)
 		}
-		if n, err := NewWriter(a).Write(nil); n != 0 || err != nil {
+		if n, err := New(a).Write(nil); n != 0 || err != nil {
 			t.Fatalf("Write(nil) = %d, %v", n, err)
 		}
 	})
+}
+
+// TestNoAllocations: a read or a write allocates nothing (the functions
+// handed to the RawConn are bound once, in New).
+func TestNoAllocations(t *testing.T) {
+	a, b := unixPair(t)
+	w, r := New(a), New(b)
+	out, in := make([]byte, 512), make([]byte, 512)
+	allocs := testing.AllocsPerRun(1000, func() {
+		if _, err := w.Write(out); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(r, in); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("%.1f allocations per write and read, want 0", allocs)
+	}
 }

@@ -77,7 +77,7 @@ func (c *conn) serve() {
 			c.s.panicked()
 		}
 	}()
-	br := bufio.NewReaderSize(sysio.NewReader(c.nc), 64<<10)
+	br := bufio.NewReaderSize(sysio.New(c.nc), 64<<10)
 	c.nc.SetReadDeadline(time.Now().Add(2 * time.Minute))
 	pre := make([]byte, len(http2.ClientPreface))
 	if _, err := io.ReadFull(br, pre); err != nil || string(pre) != http2.ClientPreface {
@@ -478,7 +478,7 @@ func (c *conn) readUpstream(up *side) {
 		}
 		c.upstreamClosed(up, why)
 	}()
-	r := newFrameReader(bufio.NewReaderSize(sysio.NewReader(up.nc), 64<<10))
+	r := newFrameReader(bufio.NewReaderSize(sysio.New(up.nc), 64<<10))
 	fl := r.fl
 	defer fl.flush()
 	for {

@@ -212,7 +212,7 @@ func newSide(nc net.Conn, upstream bool) *side {
 	s := &side{
 		nc:         nc,
 		upstream:   upstream,
-		bw:         bufio.NewWriterSize(sysio.NewWriter(nc), 64<<10),
+		bw:         bufio.NewWriterSize(sysio.New(nc), 64<<10),
 		streams:    map[uint32]*ostream{},
 		connWin:    initialWindow,
 		initWin:    initialWindow,
