@@ -154,12 +154,21 @@ func (c *conn) kubeletPing(fl *flusher, f *http2.PingFrame) {
 	c.mu.Lock()
 	up := c.up
 	c.mu.Unlock()
-	if (up == nil || !up.ping(fl, f.IsAck(), f.Data)) && !f.IsAck() {
+	if f.IsAck() {
+		if up != nil {
+			up.ping(fl, true, f.Data) // the answer to a runtime's PING
+		}
+		return
+	}
+	if up == nil || !up.relayPing(fl, f.Data) {
 		c.k.ping(fl, true, f.Data)
 	}
 }
 
 func (c *conn) upstreamPing(up *side, fl *flusher, f *http2.PingFrame) {
+	if f.IsAck() {
+		up.pingAnswered()
+	}
 	c.mu.Lock()
 	current := c.up == up
 	c.mu.Unlock()
@@ -510,6 +519,7 @@ func (c *conn) readUpstream(up *side) {
 		case *http2.GoAwayFrame:
 			c.upstreamGoAway(up, f.LastStreamID)
 		case *http2.MetaHeadersFrame:
+			up.framesIn.Add(1)
 			os := up.lookup(f.StreamID)
 			if os == nil {
 				continue
@@ -530,6 +540,7 @@ func (c *conn) readUpstream(up *side) {
 			}
 			c.upstreamHeaders(rs, f, fl)
 		case *dataFrame:
+			up.framesIn.Add(1)
 			n := int(f.Length)
 			os := up.lookup(f.StreamID)
 			if os == nil {

@@ -96,7 +96,8 @@ func (p *rawPeer) headers(id uint32, end bool, fields ...string) {
 
 // TestPingsRelayed: once a runtime connection exists, PING frames and their
 // answers cross the relay as they would a byte splice, both ways; before
-// one exists, and once it goes away, the relay answers PINGs itself.
+// one exists, and once it goes away, the relay answers PINGs itself, and
+// so it does when the runtime could count a kubelet's PING as abuse.
 func TestPingsRelayed(t *testing.T) {
 	dir := t.TempDir()
 	upSock := filepath.Join(dir, "runtime.sock")
@@ -187,10 +188,39 @@ func TestPingsRelayed(t *testing.T) {
 	runtime.ping(true, [8]byte{'k'})
 	kubelet.wantPing("the kubelet", true, [8]byte{'k'})
 
+	// The runtime has sent nothing since it answered: a gRPC server would
+	// count another PING as a strike (three close the connection with
+	// too_many_pings), so the relay answers it. Had it relayed it, the
+	// runtime's next frame would be this PING, not the answer below.
+	kubelet.ping(false, [8]byte{'k', '2'})
+	kubelet.wantPing("the kubelet, its runtime sending nothing since the last PING,", true, [8]byte{'k', '2'})
+
 	runtime.ping(false, [8]byte{'r'})
 	kubelet.wantPing("the kubelet", false, [8]byte{'r'})
 	kubelet.ping(true, [8]byte{'r'})
 	runtime.wantPing("the runtime", true, [8]byte{'r'})
+
+	// Once the runtime sent HEADERS again, a PING is relayed again; while
+	// it is out, another is answered by the relay.
+	kubelet.headers(3, true, ":method", "POST", ":scheme", "http", ":path", "/runtime.v1.RuntimeService/Version",
+		":authority", "x", "content-type", "application/grpc", "te", "trailers")
+	f, ok := runtime.next().(*http2.MetaHeadersFrame)
+	if !ok {
+		t.Fatalf("the runtime got %v, want the second call's HEADERS", f)
+	}
+	runtime.headers(f.StreamID, false, ":status", "200", "content-type", "application/grpc")
+	runtime.headers(f.StreamID, true, "grpc-status", "0")
+	for range 2 {
+		if f, ok := kubelet.next().(*http2.MetaHeadersFrame); !ok {
+			t.Fatalf("the kubelet got %v, want the second call's HEADERS", f)
+		}
+	}
+	kubelet.ping(false, [8]byte{'k', '3'})
+	runtime.wantPing("the runtime, after sending HEADERS,", false, [8]byte{'k', '3'})
+	kubelet.ping(false, [8]byte{'k', '4'})
+	kubelet.wantPing("the kubelet, a relayed PING out,", true, [8]byte{'k', '4'})
+	runtime.ping(true, [8]byte{'k', '3'})
+	kubelet.wantPing("the kubelet", true, [8]byte{'k', '3'})
 
 	// A runtime going away (gRPC's graceful stop) gets its ping answered
 	// by the relay, and so does the kubelet from then on.

@@ -7,6 +7,7 @@ import (
 	"net"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
@@ -178,6 +179,12 @@ type side struct {
 	finishing   bool
 	goaway      bool   // the peer sent GOAWAY: no new streams
 	lastID      uint32 // highest stream id the peer opened (kubelet side)
+
+	// The runtime's side: whether a kubelet's PING may be relayed to it
+	// (see relayPing). Set by the two readers without s.mu.
+	pingOut  atomic.Bool   // a relayed PING is not answered yet
+	framesIn atomic.Uint64 // HEADERS and DATA frames read from the runtime
+	ackAt    atomic.Uint64 // framesIn when the last relayed PING was answered
 }
 
 // credit is a WINDOW_UPDATE to write.
@@ -300,6 +307,31 @@ func (s *side) ping(fl *flusher, ack bool, data [8]byte) bool {
 		s.drain(fl)
 	}
 	return true
+}
+
+// relayPing queues a kubelet's PING toward the runtime if the runtime
+// cannot count it as abuse, and tells whether it did. A gRPC server counts
+// a PING that comes before it has sent HEADERS or DATA since the previous
+// one as a strike, and on the third closes the connection with GOAWAY
+// too_many_pings, failing every call on it. The kubelet's flow-control
+// estimator pings when DATA arrives, which through a direct connection
+// means the server sent some since; through the relay that DATA may have
+// been sent long before, and held here. So a PING is relayed only while no
+// other is out and the runtime sent HEADERS or DATA after answering the
+// last one (so after it counted it); otherwise the relay answers it, as the
+// endpoint of the kubelet's hop.
+func (s *side) relayPing(fl *flusher, data [8]byte) bool {
+	if s.pingOut.Load() || s.framesIn.Load() <= s.ackAt.Load() {
+		return false
+	}
+	s.pingOut.Store(true)
+	return s.ping(fl, false, data)
+}
+
+// pingAnswered notes the runtime's answer to a relayed PING.
+func (s *side) pingAnswered() {
+	s.ackAt.Store(s.framesIn.Load())
+	s.pingOut.Store(false)
 }
 
 // register makes os known under id; call with s.mu held.
