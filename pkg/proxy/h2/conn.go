@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"runtime/debug"
 	"slices"
@@ -517,6 +518,14 @@ func (c *conn) readUpstream(up *side) {
 		case *http2.WindowUpdateFrame:
 			up.windowUpdate(fl, f.StreamID, f.Increment)
 		case *http2.GoAwayFrame:
+			// NO_ERROR is a runtime stopping or restarting; anything else
+			// (ENHANCE_YOUR_CALM too_many_pings, a protocol error) is
+			// something to look into.
+			lvl := slog.LevelWarn
+			if f.ErrCode == http2.ErrCodeNo {
+				lvl = slog.LevelInfo
+			}
+			c.s.o.Logger.Log(c.ctx, lvl, "the runtime sent GOAWAY", "code", f.ErrCode.String(), "debug", string(f.DebugData()), "last-stream", f.LastStreamID)
 			c.upstreamGoAway(up, f.LastStreamID)
 		case *http2.MetaHeadersFrame:
 			up.framesIn.Add(1)
