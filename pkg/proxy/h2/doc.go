@@ -8,8 +8,10 @@
 // as they are, RST_STREAM, trailers and flow control are handled per stream.
 // PING frames cross as they would a byte splice (the relay never pings, so
 // an ack from one peer answers the other's ping), so that they ride with the
-// frames relayed anyway; before the runtime connection exists, the relay
-// answers a kubelet's PING itself.
+// frames relayed anyway. The relay answers a kubelet's PING itself before
+// the runtime connection exists, and whenever the runtime could count it as
+// abuse (see side.relayPing: a gRPC server closes a connection that pings
+// too often).
 // gRPC messages of relayed calls are never decoded: only their 5-byte length
 // prefixes are read, to enforce the maximum message size as gRPC does.
 //
