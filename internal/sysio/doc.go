@@ -17,5 +17,7 @@
 // no buffering, and no Close (close the net.Conn); one goroutine may read
 // while another writes, but reads (writes) must not overlap. Connections
 // that are not sockets of package net (pipes, test wrappers) are returned
-// as they are.
+// as they are. The race detector does not see the kernel fill a read
+// buffer, as it does through syscall.Read, and a write holds its P while
+// the kernel copies into the socket buffer (at most its free space).
 package sysio
