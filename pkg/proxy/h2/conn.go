@@ -78,14 +78,15 @@ func (c *conn) serve() {
 			c.s.panicked()
 		}
 	}()
-	br := bufio.NewReaderSize(sysio.New(c.nc), 64<<10)
+	rw := sysio.New(c.nc)
+	br := bufio.NewReaderSize(rw, 64<<10)
 	c.nc.SetReadDeadline(time.Now().Add(2 * time.Minute))
 	pre := make([]byte, len(http2.ClientPreface))
 	if _, err := io.ReadFull(br, pre); err != nil || string(pre) != http2.ClientPreface {
 		return
 	}
 	c.nc.SetReadDeadline(time.Time{})
-	c.k = newSide(c.nc, false)
+	c.k = newSide(c.nc, rw, false)
 	c.k.greet()
 	r := newFrameReader(br)
 	fl := r.fl
@@ -462,7 +463,7 @@ func (c *conn) upstream() (*side, error) {
 		return nil, err
 	}
 	c.backoff = 0
-	up = newSide(nc, true)
+	up = newSide(nc, sysio.New(nc), true)
 	up.bw.WriteString(http2.ClientPreface)
 	up.greet()
 	c.mu.Lock()
@@ -488,7 +489,7 @@ func (c *conn) readUpstream(up *side) {
 		}
 		c.upstreamClosed(up, why)
 	}()
-	r := newFrameReader(bufio.NewReaderSize(sysio.New(up.nc), 64<<10))
+	r := newFrameReader(bufio.NewReaderSize(up.rw, 64<<10))
 	fl := r.fl
 	defer fl.flush()
 	for {

@@ -12,7 +12,7 @@ import (
 // What the peer decodes must be what was encoded, grpc-timeout last,
 // whatever mix of repeated lists, new fields and table size changes comes.
 func TestEncodeHeadersRoundTrip(t *testing.T) {
-	s := newSide(nil, true)
+	s := newSide(nil, nil, true)
 	dec := hpack.NewDecoder(4096, nil)
 	request := func(method, timeout string) []hpack.HeaderField {
 		return []hpack.HeaderField{
@@ -71,7 +71,7 @@ func TestEncodeHeadersRoundTrip(t *testing.T) {
 // table, whatever its grpc-timeout; a field inserted into the table empties
 // the cache, as the indexes of the others move.
 func TestEncodeHeadersCache(t *testing.T) {
-	s := newSide(nil, true)
+	s := newSide(nil, nil, true)
 	in := []hpack.HeaderField{hf(":method", "POST"), hf(":path", "/x"), hf("grpc-timeout", "0u"), hf("te", "trailers")}
 	var got []string
 	for i, v := range []string{"1u", "2u", "3u", "new", "5u", "6u"} {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/binary"
+	"io"
 	"net"
 	"slices"
 	"sync"
@@ -11,8 +12,6 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
-
-	"github.com/cri-guard/cri-guard/internal/sysio"
 )
 
 const (
@@ -143,7 +142,8 @@ type ostream struct {
 // writing to it, and what others queue meanwhile is bounded by flow control.
 type side struct {
 	nc       net.Conn
-	upstream bool // the runtime's: this endpoint is the client
+	rw       io.ReadWriter // nc's reads and writes (package sysio)
+	upstream bool          // the runtime's: this endpoint is the client
 
 	// Only the writer (writing is true) uses these.
 	bw     *bufio.Writer
@@ -215,11 +215,13 @@ func (fl *flusher) flush() {
 	fl.sides = fl.sides[:0]
 }
 
-func newSide(nc net.Conn, upstream bool) *side {
+// newSide makes a side of nc, whose reads and writes rw does.
+func newSide(nc net.Conn, rw io.ReadWriter, upstream bool) *side {
 	s := &side{
 		nc:         nc,
+		rw:         rw,
 		upstream:   upstream,
-		bw:         bufio.NewWriterSize(sysio.New(nc), 64<<10),
+		bw:         bufio.NewWriterSize(rw, 64<<10),
 		streams:    map[uint32]*ostream{},
 		connWin:    initialWindow,
 		initWin:    initialWindow,
