@@ -40,12 +40,21 @@ deps: ## install the Debian packages that the real-runtime tests need (as root)
 	fi
 
 .PHONY: test
-test: deps build tools ## run every test: unit, fuzz and bench smoke, and the real-containerd end-to-end tests incl. critest (as root)
-	$(GO) vet ./...
-	$(GO) test -count=1 ./...
-	$(MAKE) fuzz FUZZTIME=$(FUZZTIME)
-	$(MAKE) bench-smoke
-	$(MAKE) bench-smoke-real
+test: ## run every test: unit, fuzz and bench smoke, and the real-runtime end-to-end tests incl. critest (as root); prints each phase's time
+	@mkdir -p $(BIN); rm -f $(BIN)/phases.txt
+	@tools/phase.sh deps $(MAKE) --no-print-directory deps build tools
+	@tools/phase.sh vet $(GO) vet ./...
+	@tools/phase.sh unit $(GO) test -count=1 ./...
+	@tools/phase.sh fuzz $(MAKE) --no-print-directory fuzz FUZZTIME=$(FUZZTIME)
+	@tools/phase.sh bench-smoke $(MAKE) --no-print-directory bench-smoke
+	@tools/phase.sh bench-smoke-real $(MAKE) --no-print-directory bench-smoke-real
+	@tools/phase.sh e2e-containerd-1.6 $(MAKE) --no-print-directory test-e2e-run
+	@tools/phase.sh --summary
+
+# The real-runtime end-to-end suite, output filtered to test lines; the whole
+# log is in $(BIN)/e2e.log.
+.PHONY: test-e2e-run
+test-e2e-run:
 	CRI_GUARD_E2E=1 CRI_GUARD_BIN=$(CURDIR)/$(BIN)/cri-guard CRITEST=$(CURDIR)/$(BIN)/critest \
 		$(GO) test -count=1 -timeout 25m -v ./test/e2e/ ./internal/harness/ 2>&1 | tee $(BIN)/e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|critest' ; \
 		exit $${PIPESTATUS[0]}
