@@ -20,9 +20,13 @@ type rawCodec struct{}
 
 var _ encoding.CodecV2 = rawCodec{}
 
-// Name is "proto" so that the content-subtype on both hops stays what the
-// kubelet and the runtime expect.
-func (rawCodec) Name() string { return "proto" }
+// Name is empty: gRPC names a forced codec's content-subtype after it, and
+// a runtime may accept only the exact "application/grpc" that the kubelet
+// sends (CRI-O serves its socket behind cmux, which resets a connection
+// whose content-type is "application/grpc+proto"). With no name, calls go
+// out as "application/grpc"; callOptions passes on a subtype that the
+// kubelet named itself.
+func (rawCodec) Name() string { return "" }
 
 func (rawCodec) Marshal(v any) (mem.BufferSlice, error) {
 	switch m := v.(type) {

@@ -67,6 +67,29 @@ func outgoing(ctx context.Context) context.Context {
 	return metadata.NewOutgoingContext(ctx, md)
 }
 
+// contentSubtype is the content-subtype of the kubelet's call ("proto" for
+// "application/grpc+proto"), or "" for plain "application/grpc".
+func contentSubtype(ctx context.Context) string {
+	md, _ := metadata.FromIncomingContext(ctx)
+	for _, ct := range md["content-type"] {
+		if sub, ok := strings.CutPrefix(ct, "application/grpc+"); ok {
+			sub, _, _ = strings.Cut(sub, ";")
+			return sub
+		}
+	}
+	return ""
+}
+
+// callOptions makes the upstream call carry the content-type that the
+// kubelet's call carried, exactly: "application/grpc" unless the kubelet
+// named a subtype. opts are added.
+func callOptions(ctx context.Context, opts ...grpc.CallOption) []grpc.CallOption {
+	if sub := contentSubtype(ctx); sub != "" {
+		opts = append(opts, grpc.CallContentSubtype(sub))
+	}
+	return opts
+}
+
 // relayUnary forwards one unary call without decoding it.
 func (s *Server) relayUnary(ss grpc.ServerStream, method string) error {
 	var req, resp frame
@@ -75,7 +98,8 @@ func (s *Server) relayUnary(ss grpc.ServerStream, method string) error {
 		return err
 	}
 	var hdr, tlr metadata.MD
-	err := s.conn.Invoke(outgoing(ss.Context()), method, &req, &resp, grpc.Header(&hdr), grpc.Trailer(&tlr))
+	ctx := ss.Context()
+	err := s.conn.Invoke(outgoing(ctx), method, &req, &resp, callOptions(ctx, grpc.Header(&hdr), grpc.Trailer(&tlr))...)
 	return s.reply(ss, &resp, hdr, tlr, err)
 }
 
@@ -92,7 +116,7 @@ func (s *Server) intercept(ss grpc.ServerStream, method string, ic Interceptor) 
 		var resp frame
 		defer resp.free()
 		in := frame{data: mem.BufferSlice{mem.SliceBuffer(body)}}
-		err := s.conn.Invoke(outgoing(ctx), method, &in, &resp, grpc.Header(&hdr), grpc.Trailer(&tlr))
+		err := s.conn.Invoke(outgoing(ctx), method, &in, &resp, callOptions(ss.Context(), grpc.Header(&hdr), grpc.Trailer(&tlr))...)
 		if err != nil {
 			return nil, s.upstreamError(err)
 		}
@@ -125,7 +149,7 @@ func (s *Server) reply(ss grpc.ServerStream, resp *frame, hdr, tlr metadata.MD, 
 func (s *Server) relayStream(ss grpc.ServerStream, method string) error {
 	ctx, cancel := context.WithCancel(outgoing(ss.Context()))
 	defer cancel()
-	cs, err := s.conn.NewStream(ctx, streamDesc, method)
+	cs, err := s.conn.NewStream(ctx, streamDesc, method, callOptions(ss.Context())...)
 	if err != nil {
 		return s.upstreamError(err)
 	}
