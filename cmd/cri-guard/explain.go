@@ -28,15 +28,16 @@ func explain(ctx context.Context, args []string) error {
 	within := fs.String("cgroup-search", "/", "where to search the memory hierarchy for the pod's cgroup (e.g. /kubepods)")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	timeout := fs.Duration("timeout", 10*time.Second, "how long to wait for the runtime")
-	if err := fs.Parse(args); err != nil {
+	pods, err := parseInterspersed(fs, args)
+	if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
-	if fs.NArg() != 1 {
-		return fmt.Errorf("%w: cri-guard explain [flags] POD (a pod uid, namespace/name, or sandbox id)", errUsage)
+	if len(pods) != 1 {
+		return fmt.Errorf("%w: cri-guard explain [flags] POD [flags] (a pod uid, namespace/name, or sandbox id)", errUsage)
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	r, err := explainPod(ctx, *endpoint, *root, *within, fs.Arg(0))
+	r, err := explainPod(ctx, *endpoint, *root, *within, pods[0])
 	if err != nil {
 		return err
 	}

@@ -109,3 +109,25 @@ func (c *configFlags) load() (config.File, *config.Config, error) {
 	}
 	return merged, cfg, nil
 }
+
+// parseInterspersed parses args with fs, accepting flags before and after
+// the positional arguments, as crictl and kubectl do (`explain POD
+// --runtime-endpoint X`), and returns the positional arguments. Everything
+// after "--" is positional.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		rest := fs.Args()
+		if consumed := len(args) - len(rest); consumed > 0 && args[consumed-1] == "--" {
+			return append(pos, rest...), nil
+		}
+		if len(rest) == 0 {
+			return pos, nil
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+}
