@@ -30,6 +30,10 @@ build: ## build bin/cri-guard (static: no cgo, no libc)
 tools: ## build bin/crictl, bin/critest and bin/ginkgo (cri-tools v1.37.0)
 	tools/build.sh
 
+.PHONY: k8s-bins
+k8s-bins: ## build (or reuse) kubelet, kube-apiserver and etcd in the shared cache (CRI_GUARD_CACHE, default /var/cache/cri-guard; ~10 min cold, versions in tools/k8s/versions.env)
+	tools/k8s/build.sh
+
 .PHONY: deps
 deps: ## install the Debian packages that the real-runtime tests need (as root)
 	@command -v $(GO) >/dev/null || { echo "Go is required (go.mod names the version)"; exit 1; }
@@ -43,6 +47,7 @@ deps: ## install the Debian packages that the real-runtime tests need (as root)
 test: ## run every test: unit, fuzz and bench smoke, and the real-runtime end-to-end tests incl. critest (as root); prints each phase's time
 	@mkdir -p $(BIN); rm -f $(BIN)/phases.txt
 	@tools/phase.sh deps $(MAKE) --no-print-directory deps build tools
+	@tools/phase.sh k8s-bins $(MAKE) --no-print-directory k8s-bins
 	@tools/phase.sh vet $(GO) vet ./...
 	@tools/phase.sh unit $(GO) test -count=1 ./...
 	@tools/phase.sh fuzz $(MAKE) --no-print-directory fuzz FUZZTIME=$(FUZZTIME)
