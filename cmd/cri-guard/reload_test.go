@@ -232,8 +232,8 @@ func TestServeRefusesAWiderSocket(t *testing.T) {
 	}
 	defer l.Close()
 	os.Chmod(up, 0o600)
-	err = run(context.Background(), []string{"serve", "--listen", "unix://" + filepath.Join(dir, "g.sock"), "--upstream", "unix://" + up})
-	want := "the socket would give access that the runtime's own socket does not: mode 0660 group 0, but " + up + " is mode 0600 group 0; set socketMode and socketGroup no wider than the runtime's socket"
+	err = run(context.Background(), []string{"serve", "--listen", "unix://" + filepath.Join(dir, "g.sock"), "--upstream", "unix://" + up, "--socket-group", "4242"})
+	want := "the socket would give access that the runtime's own socket does not: mode 0660 owner 0 group 4242 lets the members of group 4242 (not listed in /etc/group) connect, but " + up + " is mode 0600 owner 0 group 0; set socketMode and socketGroup no wider than the runtime's socket"
 	if err == nil || err.Error() != want {
 		t.Fatalf("got %v\nwant %s", err, want)
 	}

@@ -134,6 +134,12 @@ func listen(cfg *config.Config) (net.Listener, bool, error) {
 		if len(ls) > 1 || ls[0] == nil {
 			return nil, false, fmt.Errorf("socket activation: want one unix socket, got %d", len(ls))
 		}
+		// The same rule as for a socket of our own: systemd made this one
+		// with the socket unit's SocketMode=, SocketUser= and SocketGroup=.
+		if err := proxy.CheckListenerNotWider(ls[0], cfg.Upstream); err != nil {
+			ls[0].Close()
+			return nil, false, fmt.Errorf("socket activation: %w; set SocketMode= and SocketGroup= of cri-guard.socket no wider than the runtime's socket", err)
+		}
 		return ls[0], true, nil
 	}
 	if err := proxy.CheckNotWider(cfg.SocketMode, cfg.SocketGID, cfg.Upstream); err != nil {

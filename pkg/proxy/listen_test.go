@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"errors"
-	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -75,40 +74,5 @@ func TestListenRefuses(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(file); string(b) != "keep me" {
 		t.Error("the regular file was changed")
-	}
-}
-
-func TestCheckNotWider(t *testing.T) {
-	dir := t.TempDir()
-	up := filepath.Join(dir, "runtime.sock")
-	if err := CheckNotWider(0o660, -1, "unix://"+up); err != nil {
-		t.Errorf("runtime socket absent: %v", err)
-	}
-	os.WriteFile(up, nil, 0o600)
-	os.Chown(up, 0, 0)
-	for name, tc := range map[string]struct {
-		upMode os.FileMode
-		mode   os.FileMode
-		gid    int
-		wider  bool
-	}{
-		"same as containerd's":           {0o660, 0o660, 0, false},
-		"narrower":                       {0o660, 0o600, 0, false},
-		"group access the runtime lacks": {0o600, 0o660, 0, true},
-		"same bits, another group":       {0o660, 0o660, 4242, true},
-		"another group, no group bits":   {0o660, 0o600, 4242, false},
-	} {
-		t.Run(name, func(t *testing.T) {
-			os.Chmod(up, tc.upMode)
-			err := CheckNotWider(tc.mode, tc.gid, "unix://"+up)
-			if tc.wider != errors.Is(err, ErrWiderThanUpstream) {
-				t.Fatalf("got %v", err)
-			}
-		})
-	}
-	os.Chmod(up, 0o600)
-	want := fmt.Sprintf("the socket would give access that the runtime's own socket does not: mode 0660 group 0, but %s is mode 0600 group 0", up)
-	if err := CheckNotWider(0o660, 0, up); err == nil || err.Error() != want {
-		t.Errorf("got %v, want %q", err, want)
 	}
 }
