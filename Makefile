@@ -8,6 +8,13 @@ DESTDIR  ?=
 # Where `make install` puts the systemd units; packages use /lib/systemd/system.
 UNITDIR  ?= /etc/systemd/system
 KUBELET_DROPIN_DIR ?= /etc/systemd/system/kubelet.service.d
+# The runtime behind cri-guard, for `make install`: containerd, crio or
+# cri-docker. It picks the unit drop-in systemd/runtime/$(RUNTIME).conf and,
+# in a new config file, the upstream socket.
+RUNTIME  ?= containerd
+UPSTREAM_containerd := unix:///run/containerd/containerd.sock
+UPSTREAM_crio       := unix:///var/run/crio/crio.sock
+UPSTREAM_cri-docker := unix:///run/cri-dockerd.sock
 CONFDIR  ?= /etc/cri-guard
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT   ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
@@ -124,8 +131,10 @@ bench-smoke-real: build ## run the relay benchmark briefly against a scratch con
 	$(BIN)/cri-guard-bench -dur 50ms -conc 1 -entries 500 -workloads Version -containers 5 -guard-bin $(BIN)/cri-guard -strict -json $(BIN)/bench-smoke-real.json >/dev/null
 
 .PHONY: install
-install: build ## install the binary, systemd units, kubelet drop-in and (if absent) config under DESTDIR/PREFIX
+install: build ## install the binary, systemd units, kubelet drop-in and (if absent) config under DESTDIR/PREFIX (RUNTIME=containerd|crio|cri-docker)
+	@test -n "$(UPSTREAM_$(RUNTIME))" || { echo "RUNTIME=$(RUNTIME): want containerd, crio or cri-docker" >&2; exit 1; }
 	install -D -m 0755 $(BIN)/cri-guard $(DESTDIR)$(PREFIX)/bin/cri-guard
+	install -D -m 0644 systemd/runtime/$(RUNTIME).conf $(DESTDIR)$(UNITDIR)/cri-guard.service.d/10-runtime.conf
 	install -d -m 0755 $(DESTDIR)$(UNITDIR) $(DESTDIR)$(KUBELET_DROPIN_DIR)
 	sed 's|/usr/local/bin/cri-guard|$(PREFIX)/bin/cri-guard|' systemd/cri-guard.service > $(DESTDIR)$(UNITDIR)/cri-guard.service
 	chmod 0644 $(DESTDIR)$(UNITDIR)/cri-guard.service
@@ -134,15 +143,17 @@ install: build ## install the binary, systemd units, kubelet drop-in and (if abs
 	@if [ -e $(DESTDIR)$(CONFDIR)/config.yaml ]; then \
 		echo "keeping the existing $(DESTDIR)$(CONFDIR)/config.yaml (the default is systemd/config.yaml)"; \
 	else \
-		install -D -m 0644 systemd/config.yaml $(DESTDIR)$(CONFDIR)/config.yaml; \
+		install -d -m 0755 $(DESTDIR)$(CONFDIR); \
+		sed '$(if $(filter-out containerd,$(RUNTIME)),s|^#upstream: .*|upstream: $(UPSTREAM_$(RUNTIME))|)' systemd/config.yaml > $(DESTDIR)$(CONFDIR)/config.yaml; \
+		chmod 0644 $(DESTDIR)$(CONFDIR)/config.yaml; \
 	fi
 	@echo "next: systemctl daemon-reload && systemctl enable --now cri-guard.socket cri-guard.service && systemctl restart kubelet (docs/operations.md)"
 
 .PHONY: uninstall
 uninstall: ## remove what install put under DESTDIR/PREFIX, except the config file
 	rm -f $(DESTDIR)$(PREFIX)/bin/cri-guard $(DESTDIR)$(UNITDIR)/cri-guard.service $(DESTDIR)$(UNITDIR)/cri-guard.socket \
-		$(DESTDIR)$(KUBELET_DROPIN_DIR)/10-cri-guard.conf
-	-rmdir $(DESTDIR)$(KUBELET_DROPIN_DIR) 2>/dev/null
+		$(DESTDIR)$(KUBELET_DROPIN_DIR)/10-cri-guard.conf $(DESTDIR)$(UNITDIR)/cri-guard.service.d/10-runtime.conf
+	-rmdir $(DESTDIR)$(KUBELET_DROPIN_DIR) $(DESTDIR)$(UNITDIR)/cri-guard.service.d 2>/dev/null
 	@echo "kept $(DESTDIR)$(CONFDIR)/config.yaml; remove it by hand if you are done with cri-guard"
 
 .PHONY: clean

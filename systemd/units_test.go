@@ -43,22 +43,24 @@ func verify(t *testing.T, tool string, units ...string) string {
 // installed is a `make install` into a scratch DESTDIR.
 type installed struct {
 	root, bin, units, dropin, config string
+	runtimeDropin                    string // cri-guard.service.d/10-runtime.conf
 }
 
-func install(t *testing.T) installed {
+func install(t *testing.T, args ...string) installed {
 	t.Helper()
 	root := t.TempDir()
 	bin := t.TempDir()
-	cmd := exec.Command("make", "-s", "-C", "..", "install", "DESTDIR="+root, "BIN="+bin)
+	cmd := exec.Command("make", append([]string{"-s", "-C", "..", "install", "DESTDIR=" + root, "BIN=" + bin}, args...)...)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("make install: %v\n%s", err, out)
 	}
 	return installed{
-		root:   root,
-		bin:    filepath.Join(root, "usr/local/bin/cri-guard"),
-		units:  filepath.Join(root, "etc/systemd/system"),
-		dropin: filepath.Join(root, "etc/systemd/system/kubelet.service.d/10-cri-guard.conf"),
-		config: filepath.Join(root, "etc/cri-guard/config.yaml"),
+		root:          root,
+		runtimeDropin: filepath.Join(root, "etc/systemd/system/cri-guard.service.d/10-runtime.conf"),
+		bin:           filepath.Join(root, "usr/local/bin/cri-guard"),
+		units:         filepath.Join(root, "etc/systemd/system"),
+		dropin:        filepath.Join(root, "etc/systemd/system/kubelet.service.d/10-cri-guard.conf"),
+		config:        filepath.Join(root, "etc/cri-guard/config.yaml"),
 	}
 }
 
@@ -75,6 +77,26 @@ func stage(t *testing.T, in installed) string {
 		}
 		b = bytes.ReplaceAll(b, []byte("/usr/local/bin/cri-guard"), []byte(in.bin))
 		if err := os.WriteFile(filepath.Join(dir, u), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if b, err := os.ReadFile(in.runtimeDropin); err == nil {
+		os.MkdirAll(filepath.Join(dir, "cri-guard.service.d"), 0o755)
+		if err := os.WriteFile(filepath.Join(dir, "cri-guard.service.d", "10-runtime.conf"), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Stubs of the runtimes' units that this machine may lack, so that
+	// verify checks the drop-ins' dependencies.
+	for _, u := range []string{"crio.service", "cri-docker.service", "cri-docker.socket"} {
+		if _, err := os.Stat(filepath.Join("/lib/systemd/system", u)); err == nil {
+			continue
+		}
+		stub := "[Unit]\nDescription=stub " + u + "\n[Service]\nExecStart=/bin/true\n"
+		if strings.HasSuffix(u, ".socket") {
+			stub = "[Unit]\nDescription=stub " + u + "\n[Socket]\nListenStream=/run/cri-dockerd.sock\nService=cri-docker.service\n"
+		}
+		if err := os.WriteFile(filepath.Join(dir, u), []byte(stub), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -164,9 +186,9 @@ func TestUnitContents(t *testing.T) {
 		{"exec", svc, "Service.ExecStart", []string{"/usr/local/bin/cri-guard serve --config /etc/cri-guard/config.yaml"}},
 		{"reload", svc, "Service.ExecReload", []string{"/bin/kill -HUP $MAINPID"}},
 		{"restart", svc, "Service.Restart", []string{"always"}},
-		{"after containerd", svc, "Unit.After", []string{"containerd.service cri-guard.socket"}},
+		{"after every runtime", svc, "Unit.After", []string{"containerd.service crio.service cri-docker.socket cri-docker.service cri-guard.socket"}},
 		{"before kubelet", svc, "Unit.Before", []string{"kubelet.service"}},
-		{"wants", svc, "Unit.Wants", []string{"containerd.service cri-guard.socket"}},
+		{"wants", svc, "Unit.Wants", []string{"cri-guard.socket"}},
 		{"no requires", svc, "Unit.Requires", nil},
 		{"no binds", svc, "Unit.BindsTo", nil},
 		{"rw only run dir", svc, "Service.ReadWritePaths", []string{"/run/cri-guard"}},
@@ -266,5 +288,64 @@ func TestInstallKeepsConfigAndUninstall(t *testing.T) {
 	})
 	if !reflect.DeepEqual(left, []string{"/etc/cri-guard/config.yaml"}) {
 		t.Fatalf("after uninstall: %q, want only the config", left)
+	}
+}
+
+// TestRuntimeDropins: `make install RUNTIME=...` installs the drop-in that
+// pulls that runtime in, and a config whose upstream is that runtime's
+// socket; the units verify with each; uninstall removes the drop-in.
+func TestRuntimeDropins(t *testing.T) {
+	tool := analyze(t)
+	for _, rt := range []struct {
+		runtime, wants, upstream string
+	}{
+		{"containerd", "containerd.service", "unix:///run/containerd/containerd.sock"},
+		{"crio", "crio.service", "unix:///var/run/crio/crio.sock"},
+		{"cri-docker", "cri-docker.socket cri-docker.service", "unix:///run/cri-dockerd.sock"},
+	} {
+		t.Run(rt.runtime, func(t *testing.T) {
+			in := install(t, "RUNTIME="+rt.runtime)
+			want, err := os.ReadFile(filepath.Join("runtime", rt.runtime+".conf"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, err := os.ReadFile(in.runtimeDropin); err != nil || !bytes.Equal(got, want) {
+				t.Fatalf("installed runtime drop-in %q (%v), want runtime/%s.conf", got, err, rt.runtime)
+			}
+			d := directives(t, in.runtimeDropin)
+			if !reflect.DeepEqual(d, map[string][]string{"Unit.Wants": {rt.wants}}) {
+				t.Errorf("runtime/%s.conf = %q, want only Wants=%s", rt.runtime, d, rt.wants)
+			}
+			b, err := os.ReadFile(in.config)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f, err := config.Parse(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg, err := config.Resolve(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.Upstream != rt.upstream {
+				t.Errorf("installed config's upstream %q, want %q", cfg.Upstream, rt.upstream)
+			}
+			dir := stage(t, in)
+			if out := verify(t, tool, filepath.Join(dir, "cri-guard.service"), filepath.Join(dir, "cri-guard.socket"),
+				filepath.Join(dir, "kubelet.service")); out != "" {
+				t.Fatalf("systemd-analyze verify with runtime/%s.conf:\n%s", rt.runtime, out)
+			}
+			if out, err := exec.Command("make", "-s", "-C", "..", "uninstall", "DESTDIR="+in.root).CombinedOutput(); err != nil {
+				t.Fatalf("make uninstall: %v\n%s", err, out)
+			}
+			if _, err := os.Stat(filepath.Dir(in.runtimeDropin)); !os.IsNotExist(err) {
+				t.Errorf("uninstall left %s: %v", filepath.Dir(in.runtimeDropin), err)
+			}
+		})
+	}
+	out, err := exec.Command("make", "-s", "-C", "..", "install", "DESTDIR="+t.TempDir(), "BIN="+t.TempDir(), "RUNTIME=docker").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "RUNTIME=docker: want containerd, crio or cri-docker") {
+		t.Errorf("make install RUNTIME=docker: %v\n%s", err, out)
 	}
 }
