@@ -178,26 +178,31 @@ func (c *Config) Decide(r Request) Decision {
 	}
 }
 
+// pageSize is the page size the kernel rounds a memory limit down to. The
+// policy is pure, so it does not ask the host; a host with bigger pages
+// gets both values named where they differ.
+const pageSize = 4 * KiB
+
 // podLimit is the pod's limit: the cgroup where it can be read, else the
 // request's hints, sized as the kubelet sizes the pod cgroup (the pod's
-// limits plus its overhead).
-func podLimit(r Request) Memory {
+// limits plus its overhead). fromCgroup says which.
+func podLimit(r Request) (lim Memory, fromCgroup bool) {
 	hinted := Memory{State: Limited, Bytes: r.PodLimit + max(r.Overhead, 0)}
 	if r.Method == UpdatePodSandboxResources && r.PodLimit > 0 {
 		// The request is the limit the pod is being resized to.
-		return hinted
+		return hinted, false
 	}
 	if r.PodCgroup.State != Unknown {
-		return r.PodCgroup
+		return r.PodCgroup, true
 	}
 	if r.PodLimit > 0 {
-		return hinted
+		return hinted, false
 	}
-	return r.PodCgroup
+	return r.PodCgroup, true
 }
 
 func (c *Config) decidePod(r Request, floor int64) Decision {
-	lim := podLimit(r)
+	lim, fromCgroup := podLimit(r)
 	switch {
 	case lim.State == Unlimited:
 		return Decision{Action: Allow, Reason: ReasonNoLimit, Floor: floor}
@@ -209,17 +214,42 @@ func (c *Config) decidePod(r Request, floor int64) Decision {
 	case floor == 0 || lim.Bytes >= floor:
 		return Decision{Action: Allow, Reason: ReasonWithinFloor, Floor: floor}
 	}
-	asked := lim.Bytes
-	if r.PodLimit > 0 {
-		asked = r.PodLimit // the kernel rounds down to pages; say what was asked
-	}
+	text, used := podLimitText(r, lim.Bytes, fromCgroup, floor)
 	msg := fmt.Sprintf("%s: memory limit %s is below the %s minimum needed to start the pod sandbox%s",
-		podName(r), limitText(asked, r.PodLimit == 0), Quantity(floor), advice(asked, floor))
+		podName(r), text, Size(floor), advice(used, floor))
 	d := Decision{Action: Reject, Reason: ReasonSandboxBelow, Floor: floor, Message: msg}
 	if c.Mode == ModeAudit {
 		d.Action = Audit
 	}
 	return d
+}
+
+// podLimitText says the pod limit b that the decision used, and returns
+// the value the advice is about. The request's own value is quoted when it
+// is the same limit as the cgroup's (up to the kernel's rounding down to
+// whole pages) and below the floor too, since that is what the pod's owner
+// wrote; where the two differ, or only the cgroup's is below the floor,
+// both are named.
+func podLimitText(r Request, b int64, fromCgroup bool, floor int64) (string, int64) {
+	hinted := r.PodLimit + max(r.Overhead, 0)
+	withOverhead := func() string {
+		if r.Overhead > 0 {
+			return fmt.Sprintf("%s (%s plus %s of pod overhead)", Bytes(hinted), Bytes(r.PodLimit), Bytes(r.Overhead))
+		}
+		return Bytes(r.PodLimit)
+	}
+	switch {
+	case !fromCgroup:
+		return withOverhead(), r.PodLimit
+	case r.PodLimit <= 0:
+		return limitText(b, true), b
+	case hinted&^(pageSize-1) == b && hinted < floor:
+		return withOverhead(), r.PodLimit
+	case hinted&^(pageSize-1) == b:
+		return fmt.Sprintf("%s (the pod cgroup's limit: the kernel rounds limits down to whole pages, so the %s the pod asked for read back as %s)",
+			Bytes(b), withOverhead(), Bytes(b)), b
+	}
+	return fmt.Sprintf("%s (the pod cgroup's limit; the pod's Linux.Resources says %s)", limitText(b, false), withOverhead()), b
 }
 
 func (c *Config) decideContainer(r Request, floor int64) Decision {
@@ -235,19 +265,19 @@ func (c *Config) decideContainer(r Request, floor int64) Decision {
 	}
 	who := fmt.Sprintf("%s, container %s", podName(r), orUnknown(r.Container))
 	below := fmt.Sprintf("%s: memory limit %s is below the %s minimum needed to start a container",
-		who, Bytes(v), Quantity(floor))
+		who, Bytes(v), Size(floor))
 	switch c.Mode {
 	case ModeAudit:
 		return Decision{Action: Audit, Reason: ReasonContainerBelow, Floor: floor, Message: below + advice(v, floor)}
 	case ModeRaise:
-		pod := podLimit(r)
+		pod, _ := podLimit(r)
 		if pod.State == Limited && pod.Bytes < floor {
 			return Decision{Action: Reject, Reason: ReasonPodBelowForRaise, Floor: floor,
 				Message: fmt.Sprintf("%s, and cannot be raised because the pod's own memory limit is %s%s",
 					below, Bytes(pod.Bytes), advice(v, floor))}
 		}
 		return Decision{Action: Raise, Reason: ReasonContainerBelow, Floor: floor, Limit: floor,
-			Message: fmt.Sprintf("%s; raised to %s", below, Quantity(floor))}
+			Message: fmt.Sprintf("%s; raised to %s", below, Size(floor))}
 	default:
 		return Decision{Action: Reject, Reason: ReasonContainerBelow, Floor: floor, Message: below + advice(v, floor)}
 	}
@@ -283,8 +313,9 @@ func advice(b, floor int64) string {
 	case b < MiB && b*MiB >= floor:
 		return fmt.Sprintf("; a memory quantity without a unit is bytes, did you mean %dMi?", b)
 	case b < MiB:
-		return fmt.Sprintf("; a memory quantity without a unit is bytes: give the limit in Mi or Gi, at least %s", Quantity(floor))
+		// Never less than a page: the kernel reads a smaller limit as 0.
+		return fmt.Sprintf("; a memory quantity without a unit is bytes: give the limit in Mi or Gi, at least %s", Size(max(floor, pageSize)))
 	default:
-		return fmt.Sprintf("; set the memory limit to at least %s", Quantity(floor))
+		return fmt.Sprintf("; set the memory limit to at least %s", Size(floor))
 	}
 }

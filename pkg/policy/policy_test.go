@@ -43,6 +43,36 @@ func TestDecide(t *testing.T) {
 			want: Decision{Action: Reject, Reason: ReasonSandboxBelow, Floor: 12 * MiB,
 				Message: `pod team-a/web: memory limit 1 byte is below the 12Mi minimum needed to start the pod sandbox; the "m" suffix means thousandths, so a limit such as 500m is half a byte (rounded up to 1 byte): did you mean Mi, as in 500Mi?`},
 		},
+		"the cgroup and the hint differ: both are named, the cgroup's decides": {
+			cfg: base,
+			req: Request{Method: RunPodSandbox, Pod: web, PodLimit: 64 * MiB, PodCgroup: limited(0)},
+			want: Decision{Action: Reject, Reason: ReasonSandboxBelow, Floor: 12 * MiB,
+				Message: "pod team-a/web: memory limit 0 bytes (the pod cgroup's limit; the pod's Linux.Resources says 67108864 bytes (64Mi)) is below the 12Mi minimum needed to start the pod sandbox; a memory quantity without a unit is bytes: give the limit in Mi or Gi, at least 12Mi"},
+		},
+		"floor 1Ki: the hint is above it, the cgroup rounded to 0 is not": {
+			cfg: with(func(c *Config) { c.Floors.Sandbox = KiB }),
+			req: Request{Method: RunPodSandbox, Pod: web, PodLimit: 2000, PodCgroup: limited(0)},
+			want: Decision{Action: Reject, Reason: ReasonSandboxBelow, Floor: KiB,
+				Message: "pod team-a/web: memory limit 0 bytes (the pod cgroup's limit: the kernel rounds limits down to whole pages, so the 2000 bytes the pod asked for read back as 0 bytes) is below the 1Ki minimum needed to start the pod sandbox; a memory quantity without a unit is bytes: give the limit in Mi or Gi, at least 4Ki"},
+		},
+		"floor of 1 byte reads as a size": {
+			cfg: with(func(c *Config) { c.Floors.Sandbox = 1 }),
+			req: Request{Method: RunPodSandbox, Pod: web, PodLimit: 2000, PodCgroup: limited(0)},
+			want: Decision{Action: Reject, Reason: ReasonSandboxBelow, Floor: 1,
+				Message: "pod team-a/web: memory limit 0 bytes (the pod cgroup's limit: the kernel rounds limits down to whole pages, so the 2000 bytes the pod asked for read back as 0 bytes) is below the 1 byte minimum needed to start the pod sandbox; a memory quantity without a unit is bytes: give the limit in Mi or Gi, at least 4Ki"},
+		},
+		"container floor of 2000 bytes": {
+			cfg: with(func(c *Config) { c.Floors.Container = 2000 }),
+			req: Request{Method: CreateContainer, Pod: web, Container: "app", ContainerLimit: 1000},
+			want: Decision{Action: Reject, Reason: ReasonContainerBelow, Floor: 2000,
+				Message: "pod team-a/web, container app: memory limit 1000 bytes is below the 2000 bytes minimum needed to start a container; a memory quantity without a unit is bytes, did you mean 1000Mi?"},
+		},
+		"unreadable cgroup: the hint with its overhead is named": {
+			cfg: base,
+			req: Request{Method: RunPodSandbox, Pod: web, PodLimit: 4 * MiB, Overhead: 4 * MiB, PodCgroup: unknown},
+			want: Decision{Action: Reject, Reason: ReasonSandboxBelow, Floor: 12 * MiB,
+				Message: "pod team-a/web: memory limit 8388608 bytes (8Mi) (4194304 bytes (4Mi) plus 4194304 bytes (4Mi) of pod overhead) is below the 12Mi minimum needed to start the pod sandbox; set the memory limit to at least 12Mi"},
+		},
 		"cgroup is the truth over the hint": {
 			cfg:  base,
 			req:  Request{Method: RunPodSandbox, Pod: web, PodLimit: 2000, PodCgroup: limited(64 * MiB)},

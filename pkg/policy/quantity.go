@@ -85,3 +85,17 @@ func Bytes(b int64) string {
 	}
 	return fmt.Sprintf("%d bytes (%s)", b, q)
 }
+
+// Size formats a floor or a suggested limit as a quantity a person can
+// write in a pod spec: "12Mi", or "2000 bytes" and "1 byte" where no
+// suffix says it shorter (a bare "1" reads as a count, not a size).
+func Size(b int64) string {
+	q := Quantity(b)
+	if q != strconv.FormatInt(b, 10) {
+		return q
+	}
+	if b == 1 {
+		return "1 byte"
+	}
+	return q + " bytes"
+}
