@@ -95,12 +95,12 @@ func TestMemory(t *testing.T) {
 		"v2 cgroupfs": {
 			files:  merge(map[string]string{"cgroup.controllers": "cpu io memory pids\n"}, v2Cgroup("kubepods/burstable/pod1234", "2097152", events)),
 			parent: cgroupfs,
-			want:   Memory{Path: "kubepods/burstable/pod1234", Version: 2, Limit: 2097152, Usage: 1048576, Peak: 2531328, Failcnt: 9, OOMKills: 1},
+			want:   Memory{Path: "kubepods/burstable/pod1234", Version: 2, Limit: 2097152, Usage: 1048576, Peak: 2531328, Failcnt: 9, OOMKills: 1, OOMEvents: 2},
 		},
 		"v2 systemd unlimited": {
 			files:  merge(map[string]string{"cgroup.controllers": "memory\n"}, v2Cgroup(sliceDir, "max", events)),
 			parent: slice,
-			want:   Memory{Path: sliceDir, Version: 2, Unlimited: true, Usage: 1048576, Peak: 2531328, Failcnt: 9, OOMKills: 1},
+			want:   Memory{Path: sliceDir, Version: 2, Unlimited: true, Usage: 1048576, Peak: 2531328, Failcnt: 9, OOMKills: 1, OOMEvents: 2},
 		},
 		"v2 without memory.max is unknown, not 0": {
 			files:  map[string]string{"cgroup.controllers": "memory\n", "kubepods/burstable/pod1234/memory.current": "1\n"},

@@ -40,6 +40,10 @@ type Memory struct {
 	// OOMKills counts processes killed by the OOM killer in this cgroup and
 	// below (v1 memory.oom_control oom_kill, v2 memory.events oom_kill).
 	OOMKills uint64
+	// OOMEvents counts how often the cgroup could not keep its limit and
+	// invoked the OOM killer, whether or not it killed (v2 memory.events
+	// "oom"); 0 on v1, which has no such counter.
+	OOMEvents uint64
 }
 
 // Reader reads memory facts under a cgroup root.
@@ -138,5 +142,6 @@ func (r Reader) memoryV2(rel string) (Memory, error) {
 	m.Usage, m.Peak = st.Memory.GetUsage(), st.Memory.GetMaxUsage()
 	m.Failcnt = st.MemoryEvents.GetMax()
 	m.OOMKills = st.MemoryEvents.GetOomKill()
+	m.OOMEvents = st.MemoryEvents.GetOom()
 	return m, nil
 }

@@ -36,6 +36,9 @@ type Guard struct {
 	log       *slog.Logger
 	record    Recorder
 	explained func(family string)
+	// startErrors keeps the explanations of failed StartContainer calls
+	// for the status of the container.
+	startErrors *recent
 }
 
 // Options configure a Guard.
@@ -64,7 +67,8 @@ func New(o Options) (*Guard, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	g := &Guard{facts: o.Facts, runtime: o.Runtime, log: o.Logger, record: o.Record, explained: o.Explained}
+	g := &Guard{facts: o.Facts, runtime: o.Runtime, log: o.Logger, record: o.Record, explained: o.Explained,
+		startErrors: newRecent(recentStartErrors)}
 	g.policy.Store(o.Policy)
 	return g, nil
 }
@@ -87,8 +91,8 @@ func (g *Guard) Interceptors() []proxy.Interceptor {
 		proxy.Unary(runtimeapi.RuntimeService_UpdatePodSandboxResources_FullMethodName, g.UpdatePodSandboxResources),
 		proxy.Unary(runtimeapi.RuntimeService_StartContainer_FullMethodName, g.StartContainer),
 		onlyIfReplyHas{
-			needle: []byte(oomKilledReason),
-			typed:  proxy.Unary(runtimeapi.RuntimeService_ContainerStatus_FullMethodName, g.ContainerStatus),
+			needles: statusNeedles,
+			typed:   proxy.Unary(runtimeapi.RuntimeService_ContainerStatus_FullMethodName, g.ContainerStatus),
 		},
 	}
 }
@@ -135,15 +139,18 @@ func refuse(d policy.Decision) error {
 // policy, and its OOM counters (-1 when unknown), for explaining a failure
 // of the call that follows.
 type podFacts struct {
-	limit             policy.Memory
-	oomKills, failcnt int64
+	limit                        policy.Memory
+	oomKills, failcnt, oomEvents int64
 }
+
+// unread is podFacts not read before the call: its counters are unknown.
+var unread = podFacts{oomKills: -1, failcnt: -1, oomEvents: -1}
 
 // readPod reads the pod cgroup once per call. A path that tries to leave
 // the cgroup root is an error for the caller; anything else that goes wrong
 // makes the limit Unknown.
 func (g *Guard) readPod(parent string) (podFacts, error) {
-	pf := podFacts{oomKills: -1, failcnt: -1}
+	pf := unread
 	if parent == "" {
 		pf.limit = policy.Memory{State: policy.Unknown, Why: "the request names no cgroup parent"}
 		return pf, nil
@@ -161,6 +168,9 @@ func (g *Guard) readPod(parent string) (podFacts, error) {
 		pf.limit = policy.Memory{State: policy.Limited, Bytes: m.Limit}
 	}
 	pf.oomKills, pf.failcnt = int64(m.OOMKills), int64(m.Failcnt)
+	if m.Version == 2 {
+		pf.oomEvents = int64(m.OOMEvents) // v1 has no such counter
+	}
 	return pf, nil
 }
 

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/cri-guard/cri-guard/pkg/facts"
 	"github.com/cri-guard/cri-guard/pkg/oom"
 	"github.com/cri-guard/cri-guard/pkg/policy"
 	"github.com/cri-guard/cri-guard/pkg/proxy"
@@ -25,15 +26,26 @@ import (
 type startContainerNext = func(context.Context, *runtimeapi.StartContainerRequest) (*runtimeapi.StartContainerResponse, error)
 type containerStatusNext = func(context.Context, *runtimeapi.ContainerStatusRequest) (*runtimeapi.ContainerStatusResponse, error)
 
-// kernelLines reads the kernel's oom-kill lines for a cgroup.
-var kernelLines = oom.KernelOOMLines
+// kernelWindow gives the kernel's oom-kill lines logged during a call;
+// *oom.KernelWindow is one.
+type kernelWindow interface {
+	OOMLines(memcg string, max int) []string
+	Close()
+}
 
-// onError runs next and hands a failure to explain.
-func onError[Req, Resp any](next func(context.Context, Req) (Resp, error), explain func(context.Context, error) error) func(context.Context, Req) (Resp, error) {
+// openKernelWindow opens a window on the kernel log before a call is
+// forwarded. A nil *oom.KernelWindow (no readable log) gives no lines.
+var openKernelWindow = func() kernelWindow { return oom.OpenKernelWindow() }
+
+// onError runs next and hands a failure to explain, with the kernel log
+// lines written while next ran.
+func onError[Req, Resp any](next func(context.Context, Req) (Resp, error), explain func(context.Context, error, kernelWindow) error) func(context.Context, Req) (Resp, error) {
 	return func(ctx context.Context, r Req) (Resp, error) {
+		kw := openKernelWindow()
+		defer kw.Close()
 		resp, err := next(ctx, r)
 		if err != nil {
-			return resp, explain(ctx, err)
+			return resp, explain(ctx, err, kw)
 		}
 		return resp, nil
 	}
@@ -50,27 +62,49 @@ func classify(err error) (*status.Status, oom.Match, bool) {
 	return st, m, m.Family != oom.None
 }
 
+// callFacts is what explaining one failed call needs besides the error:
+// the pod's cgroup parent, the container's own cgroup when known, the pod
+// counters read before the call, and the kernel lines of the call.
+type callFacts struct {
+	parent, container string
+	before            podFacts
+	kernel            kernelWindow
+}
+
 // explain rewrites err when it is a memory failure that the evidence
-// supports. parent is the pod's cgroup parent; container, when not empty,
-// the container's own cgroup.
-func (g *Guard) explain(ctx context.Context, err error, s oom.Subject, parent, container string, before, failBefore int64) error {
+// supports.
+func (g *Guard) explain(ctx context.Context, err error, s oom.Subject, cf callFacts) error {
 	st, m, ok := classify(err)
 	if !ok {
 		return err
 	}
-	return g.explainMatch(ctx, st, m, s, parent, container, before, failBefore)
+	return g.explainMatch(ctx, st, m, s, cf)
 }
 
-func (g *Guard) explainMatch(ctx context.Context, st *status.Status, m oom.Match, s oom.Subject, parent, container string, before, failBefore int64) error {
-	ev := oom.Evidence{Pod: oom.ReadCgroup(g.facts, parent), OOMBefore: before, FailBefore: failBefore}
-	if container != "" {
-		if c := oom.ReadCgroup(g.facts, container); c.Read {
+// evidence reads what the node shows after a failed call.
+func (g *Guard) evidence(cf callFacts) oom.Evidence {
+	ev := oom.NoEvidence()
+	ev.Pod = oom.ReadCgroup(g.facts, cf.parent)
+	ev.OOMBefore, ev.FailBefore, ev.OOMEventsBefore = cf.before.oomKills, cf.before.failcnt, cf.before.oomEvents
+	if cf.container != "" {
+		if c := oom.ReadCgroup(g.facts, cf.container); c.Read {
 			ev.Container = &c
 		}
 	}
-	if ev.Pod.Path != "" {
-		ev.Kernel = kernelLines(ev.Pod.Path, 3)
+	if cf.kernel != nil {
+		// The container's own cgroup when it is known, even when it is gone:
+		// a kill elsewhere in the pod is not this container's.
+		if p, err := facts.ResolveParent(cf.container); cf.container != "" && err == nil {
+			ev.Kernel, ev.KernelScope = cf.kernel.OOMLines(p, 3), oom.ScopeContainer
+		} else if ev.Pod.Path != "" {
+			ev.Kernel, ev.KernelScope = cf.kernel.OOMLines(ev.Pod.Path, 3), oom.ScopePod
+		}
 	}
+	return ev
+}
+
+func (g *Guard) explainMatch(ctx context.Context, st *status.Status, m oom.Match, s oom.Subject, cf callFacts) error {
+	ev := g.evidence(cf)
 	msg, ok := oom.Explain(s, m, ev)
 	if !ok {
 		g.log.Info("runtime error looks like a memory failure but the node shows no evidence; passing it on",
@@ -97,11 +131,11 @@ func podName(p policy.Pod) string {
 func (g *Guard) explainRunPodSandbox(req *runtimeapi.RunPodSandboxRequest, next runPodSandboxNext, pf podFacts) runPodSandboxNext {
 	cfg := req.GetConfig()
 	parent := cfg.GetLinux().GetCgroupParent()
-	return onError(next, func(ctx context.Context, err error) error {
+	return onError(next, func(ctx context.Context, err error, kw kernelWindow) error {
 		pod := podOf(cfg, req.GetRuntimeHandler())
 		s := oom.Subject{Pod: podName(pod), Limit: cfg.GetLinux().GetResources().GetMemoryLimitInBytes(),
 			Floor: g.policy.Load().FloorsFor(req.GetRuntimeHandler()).Sandbox}
-		return g.explain(ctx, err, s, parent, "", pf.oomKills, pf.failcnt)
+		return g.explain(ctx, err, s, callFacts{parent: parent, before: pf, kernel: kw})
 	})
 }
 
@@ -109,21 +143,21 @@ func (g *Guard) explainRunPodSandbox(req *runtimeapi.RunPodSandboxRequest, next 
 func (g *Guard) explainCreateContainer(req *runtimeapi.CreateContainerRequest, next createContainerNext, pf podFacts) createContainerNext {
 	sb := req.GetSandboxConfig()
 	parent := sb.GetLinux().GetCgroupParent()
-	return onError(next, func(ctx context.Context, err error) error {
+	return onError(next, func(ctx context.Context, err error, kw kernelWindow) error {
 		limit := req.GetConfig().GetLinux().GetResources().GetMemoryLimitInBytes()
 		if limit <= 0 {
 			limit = sb.GetLinux().GetResources().GetMemoryLimitInBytes()
 		}
 		s := oom.Subject{Pod: podName(podOf(sb, "")), Container: req.GetConfig().GetMetadata().GetName(),
 			Limit: limit, Floor: g.policy.Load().Floors.Container}
-		return g.explain(ctx, err, s, parent, "", pf.oomKills, pf.failcnt)
+		return g.explain(ctx, err, s, callFacts{parent: parent, before: pf, kernel: kw})
 	})
 }
 
 // explainByContainer wraps next of a call that names only a container:
 // the pod and cgroups are looked up only when the error matches a family.
 func explainByContainer[Req, Resp any](g *Guard, id string, limit int64, next func(context.Context, Req) (Resp, error)) func(context.Context, Req) (Resp, error) {
-	return onError(next, func(ctx context.Context, err error) error {
+	return onError(next, func(ctx context.Context, err error, kw kernelWindow) error {
 		st, m, ok := classify(err)
 		if !ok {
 			return err
@@ -135,15 +169,15 @@ func explainByContainer[Req, Resp any](g *Guard, id string, limit int64, next fu
 		}
 		s := oom.Subject{Pod: podName(c.pod), Container: c.name, Limit: limit, Floor: g.policy.Load().Floors.Container}
 		if s.Limit <= 0 {
-			s.Limit = c.limit
+			s.Limit = c.limit.Bytes
 		}
-		return g.explainMatch(ctx, st, m, s, c.podParent, c.cgroup, -1, -1)
+		return g.explainMatch(ctx, st, m, s, callFacts{parent: c.podParent, container: c.cgroup, before: unread, kernel: kw})
 	})
 }
 
 // explainUpdatePodSandbox wraps next of UpdatePodSandboxResources.
 func (g *Guard) explainUpdatePodSandbox(req *runtimeapi.UpdatePodSandboxResourcesRequest, next updatePodSandboxNext) updatePodSandboxNext {
-	return onError(next, func(ctx context.Context, err error) error {
+	return onError(next, func(ctx context.Context, err error, kw kernelWindow) error {
 		st, m, ok := classify(err)
 		if !ok {
 			return err
@@ -155,84 +189,148 @@ func (g *Guard) explainUpdatePodSandbox(req *runtimeapi.UpdatePodSandboxResource
 		}
 		s := oom.Subject{Pod: podName(pod), Limit: req.GetResources().GetMemoryLimitInBytes(),
 			Floor: g.policy.Load().FloorsFor(pod.RuntimeHandler).Sandbox}
-		return g.explainMatch(ctx, st, m, s, parent, "", -1, -1)
+		return g.explainMatch(ctx, st, m, s, callFacts{parent: parent, before: unread, kernel: kw})
 	})
 }
 
-// StartContainer explains a start that failed for lack of memory.
+// StartContainer explains a start that failed for lack of memory, and
+// keeps the explanation for the container's status (see ContainerStatus).
 func (g *Guard) StartContainer(ctx context.Context, req *runtimeapi.StartContainerRequest, next startContainerNext) (*runtimeapi.StartContainerResponse, error) {
-	return explainByContainer(g, req.GetContainerId(), 0, next)(ctx, req)
+	resp, err := explainByContainer(g, req.GetContainerId(), 0, next)(ctx, req)
+	if msg := status.Convert(err).Message(); err != nil && strings.HasPrefix(msg, "cri-guard: ") {
+		if i := strings.Index(msg, oom.Separator); i > 0 {
+			g.startErrors.put(req.GetContainerId(), msg[:i])
+		}
+	}
+	return resp, err
 }
 
-// oomKilledReason is the container status reason of an OOM kill.
-const oomKilledReason = "OOMKilled"
+// Container status reasons that cri-guard explains: an OOM kill, and a
+// start that failed (containerd's StartError, Docker's
+// ContainerCannotRun), when its message is a memory failure.
+const (
+	oomKilledReason  = "OOMKilled"
+	startErrorReason = "StartError"
+	cannotRunReason  = "ContainerCannotRun"
+)
+
+// statusNeedles are the reasons whose replies ContainerStatus decodes.
+var statusNeedles = [][]byte{[]byte(oomKilledReason), []byte(startErrorReason), []byte(cannotRunReason)}
 
 // onlyIfReplyHas runs a typed interceptor only for replies whose bytes
-// contain needle. ContainerStatus is called for every container again and
-// again; its reason travels as plain bytes, so the few replies that can be
-// OOMKilled ones are decoded, and the others pass as they came, undecoded.
+// contain one of needles. ContainerStatus is called for every container
+// again and again; its reason travels as plain bytes, so the few replies
+// that can be OOMKilled or failed-start ones are decoded, and the others
+// pass as they came, undecoded.
 type onlyIfReplyHas struct {
-	needle []byte
-	typed  proxy.Interceptor
+	needles [][]byte
+	typed   proxy.Interceptor
 }
 
 func (o onlyIfReplyHas) Method() string { return o.typed.Method() }
 
-// Needle makes it a proxy.ReplyFilter: the frame-level core relays the
-// calls whose reply lacks the needle without running Intercept.
-func (o onlyIfReplyHas) Needle() []byte { return o.needle }
+// Needle and Needles make it a proxy.ReplyFilter: the frame-level core
+// relays the calls whose reply has none of the needles without running
+// Intercept.
+func (o onlyIfReplyHas) Needle() []byte { return o.needles[0] }
+
+func (o onlyIfReplyHas) Needles() [][]byte { return o.needles }
+
+func (o onlyIfReplyHas) has(b []byte) bool {
+	for _, n := range o.needles {
+		if bytes.Contains(b, n) {
+			return true
+		}
+	}
+	return false
+}
 
 func (o onlyIfReplyHas) Intercept(ctx context.Context, req []byte, forward proxy.Forward) ([]byte, error) {
 	out, err := forward(ctx, req)
-	if err != nil || !bytes.Contains(out, o.needle) {
+	if err != nil || !o.has(out) {
 		return out, err
 	}
 	return o.typed.Intercept(ctx, req, func(context.Context, []byte) ([]byte, error) { return out, nil })
 }
 
 // ContainerStatus adds to the status of a container that was OOM-killed
-// its memory limit, its peak usage and its pod's limit. Every other reply
-// keeps the runtime's bytes.
+// its memory limit, its peak usage and its pod's limit; and to that of a
+// container whose start failed for lack of memory, the explanation its
+// StartContainer got, so that the kubelet's lastState shows it too. Every
+// other reply keeps the runtime's bytes.
 func (g *Guard) ContainerStatus(ctx context.Context, req *runtimeapi.ContainerStatusRequest, next containerStatusNext) (*runtimeapi.ContainerStatusResponse, error) {
 	resp, err := next(ctx, req)
-	if err != nil || resp.GetStatus().GetReason() != oomKilledReason {
+	if err != nil || strings.HasPrefix(resp.GetStatus().GetMessage(), "cri-guard: ") {
 		return resp, err
-	}
-	if strings.HasPrefix(resp.GetStatus().GetMessage(), "cri-guard: ") {
-		return resp, nil
 	}
 	id := resp.GetStatus().GetId()
 	if id == "" {
 		id = req.GetContainerId()
 	}
-	c, lerr := g.containerFrom(ctx, id, resp)
-	if lerr != nil {
-		g.log.Warn("cannot find the pod of an OOM-killed container", "container", id, "error", lerr)
+	var msg string
+	switch resp.GetStatus().GetReason() {
+	case oomKilledReason:
+		msg = g.oomKilledMessage(ctx, id, resp)
+	case startErrorReason, cannotRunReason:
+		msg = g.startErrorMessage(ctx, id, resp)
+	}
+	if msg == "" {
 		return resp, nil
-	}
-	var cg *oom.Cgroup
-	if c.cgroup != "" {
-		if r := oom.ReadCgroup(g.facts, c.cgroup); r.Read {
-			cg = &r
-		}
-	}
-	pod := oom.ReadCgroup(g.facts, c.podParent)
-	msg := oom.OOMKilled(oom.Subject{Pod: podName(c.pod), Container: c.name}, c.limit, cg, pod)
-	if orig := resp.GetStatus().GetMessage(); orig != "" {
-		msg += "; runtime message: " + orig
 	}
 	out := proto.Clone(resp).(*runtimeapi.ContainerStatusResponse)
 	out.Status.Message = msg
 	return out, nil
 }
 
-// containerFacts is what the runtime says about a container.
+func (g *Guard) oomKilledMessage(ctx context.Context, id string, resp *runtimeapi.ContainerStatusResponse) string {
+	c, lerr := g.containerFrom(ctx, id, resp)
+	if lerr != nil {
+		g.log.Warn("cannot find the pod of an OOM-killed container", "container", id, "error", lerr)
+		return ""
+	}
+	pod := oom.ReadCgroup(g.facts, c.podParent)
+	msg := oom.OOMKilled(oom.Subject{Pod: podName(c.pod), Container: c.name}, c.limit, c.cg, pod)
+	if orig := resp.GetStatus().GetMessage(); orig != "" {
+		msg += "; runtime message: " + orig
+	}
+	return msg
+}
+
+// startErrorMessage explains the status of a container whose start failed
+// with a memory failure: with the explanation its StartContainer call got,
+// where cri-guard saw it, else from what the node shows now (its own
+// cgroup's counters, the limit), never from the pod's past.
+func (g *Guard) startErrorMessage(ctx context.Context, id string, resp *runtimeapi.ContainerStatusResponse) string {
+	orig := resp.GetStatus().GetMessage()
+	m := oom.Classify(orig)
+	if m.Family == oom.None {
+		return ""
+	}
+	if e, ok := g.startErrors.get(id); ok {
+		return oom.Wrap(e, orig)
+	}
+	c, lerr := g.containerFrom(ctx, id, resp)
+	if lerr != nil {
+		g.log.Warn("cannot find the pod of a container whose start failed", "container", id, "error", lerr)
+		return ""
+	}
+	s := oom.Subject{Pod: podName(c.pod), Container: c.name, Limit: c.limit.Bytes, Floor: g.policy.Load().Floors.Container}
+	ev := g.evidence(callFacts{parent: c.podParent, container: c.cgroup, before: unread})
+	e, ok := oom.Explain(s, m, ev)
+	if !ok {
+		return ""
+	}
+	return oom.Wrap(e, orig)
+}
+
+// containerFacts is what the runtime and the node say about a container.
 type containerFacts struct {
 	name      string
 	pod       policy.Pod
-	limit     int64  // the container's memory limit; 0 none
-	cgroup    string // the container's cgroup path, relative to the hierarchy
-	podParent string // the pod's cgroup
+	limit     oom.Limit   // the container's memory limit, as far as known
+	cg        *oom.Cgroup // the container's cgroup, when read
+	cgroup    string      // the container's cgroup path, relative to the hierarchy
+	podParent string      // the pod's cgroup
 }
 
 func (g *Guard) container(ctx context.Context, id string) (containerFacts, error) {
@@ -240,7 +338,8 @@ func (g *Guard) container(ctx context.Context, id string) (containerFacts, error
 }
 
 // containerFrom finds a container's pod and cgroups, from the verbose status
-// the runtime gives (asked for when have is not verbose).
+// the runtime gives (asked for when have is not verbose), and its memory
+// limit: the runtime's word, else its own cgroup's, else unknown.
 func (g *Guard) containerFrom(ctx context.Context, id string, have *runtimeapi.ContainerStatusResponse) (containerFacts, error) {
 	if g.runtime == nil {
 		return containerFacts{}, fmt.Errorf("no runtime client for lookups")
@@ -254,13 +353,9 @@ func (g *Guard) containerFrom(ctx context.Context, id string, have *runtimeapi.C
 		resp = r
 	}
 	c := containerFacts{name: resp.GetStatus().GetMetadata().GetName()}
-	c.limit = resp.GetStatus().GetResources().GetLinux().GetMemoryLimitInBytes()
 	info, err := oom.ParseContainerInfo(resp.GetInfo())
 	if err != nil {
 		g.log.Debug("cannot read the runtime's verbose container info", "container", id, "error", err)
-	}
-	if c.limit <= 0 {
-		c.limit = info.MemoryLimit
 	}
 	if p := info.CgroupsPath; strings.HasPrefix(p, "/") {
 		c.cgroup, c.podParent = p, path.Dir(p) // cgroupfs driver: <pod>/<id>
@@ -284,5 +379,11 @@ func (g *Guard) containerFrom(ctx context.Context, id string, have *runtimeapi.C
 			c.cgroup = p
 		}
 	}
+	if c.cgroup != "" {
+		if r := oom.ReadCgroup(g.facts, c.cgroup); r.Read {
+			c.cg = &r
+		}
+	}
+	c.limit = oom.ResolveLimit(resp.GetStatus().GetResources().GetLinux().GetMemoryLimitInBytes(), info, c.cg)
 	return c, nil
 }

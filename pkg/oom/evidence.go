@@ -14,14 +14,19 @@ type Cgroup struct {
 	// names it in its oom-kill lines, e.g. /kubepods/burstable/pod<uid>.
 	Path string `json:"path"`
 	// Read is false when the cgroup could not be read; Error says why.
-	Read      bool   `json:"read"`
-	Error     string `json:"error,omitempty"`
+	Read  bool   `json:"read"`
+	Error string `json:"error,omitempty"`
+	// Version is the cgroup version, 1 or 2; 0 when not read.
+	Version   int    `json:"version,omitempty"`
 	Unlimited bool   `json:"unlimited"`
 	Limit     int64  `json:"limit"`
 	Usage     uint64 `json:"usage"`
 	Peak      uint64 `json:"peak"`
 	Failcnt   uint64 `json:"failcnt"`
 	OOMKills  uint64 `json:"oomKills"`
+	// OOMEvents is cgroup v2's memory.events "oom": how often the limit
+	// could not be kept, whether or not a process was killed. 0 on v1.
+	OOMEvents uint64 `json:"oomEvents,omitempty"`
 }
 
 // Reader reads memory cgroups; facts.Reader is one.
@@ -47,7 +52,8 @@ func ReadCgroup(r Reader, parent string) Cgroup {
 		return c
 	}
 	c.Read = true
-	c.Unlimited, c.Limit = m.Unlimited, m.Limit
+	c.Version, c.Unlimited, c.Limit = m.Version, m.Unlimited, m.Limit
+	c.OOMEvents = m.OOMEvents
 	c.Usage, c.Peak, c.Failcnt, c.OOMKills = m.Usage, m.Peak, m.Failcnt, m.OOMKills
 	return c
 }
@@ -62,7 +68,18 @@ func ContainerCgroup(podParent, containerID string) string {
 	return path.Join(rel, containerID)
 }
 
-// Evidence is what the node showed around a failed call.
+// Kernel scopes: whose cgroup the kernel lines of an Evidence were matched
+// against.
+const (
+	ScopeContainer = "container"
+	ScopePod       = "pod"
+)
+
+// Evidence is what the node showed around a failed call. Only what belongs
+// to the call is proof: counters that went up during it, kernel lines it
+// logged, and the counters of the container's own cgroup, which the call
+// made. The pod cgroup's lifetime figures may be another container's, and
+// are named as the pod's when they are named at all.
 type Evidence struct {
 	// Pod is the pod cgroup, read after the call failed.
 	Pod Cgroup `json:"pod"`
@@ -73,22 +90,49 @@ type Evidence struct {
 	OOMBefore int64 `json:"oomBefore"`
 	// FailBefore is the pod cgroup's failcnt read before the call, or -1.
 	FailBefore int64 `json:"failcntBefore"`
-	// Kernel holds the kernel's oom-kill lines for the pod cgroup.
-	Kernel []string `json:"kernel,omitempty"`
+	// OOMEventsBefore is the pod cgroup's memory.events oom (cgroup v2)
+	// read before the call, or -1.
+	OOMEventsBefore int64 `json:"oomEventsBefore"`
+	// Kernel holds the kernel's oom-kill lines logged during the call for
+	// the cgroup KernelScope names.
+	Kernel      []string `json:"kernel,omitempty"`
+	KernelScope string   `json:"kernelScope,omitempty"`
 }
 
-// oomRose says whether the counter went up during the call.
+// NoEvidence is an Evidence with nothing read yet.
+func NoEvidence() Evidence {
+	return Evidence{OOMBefore: -1, FailBefore: -1, OOMEventsBefore: -1}
+}
+
+// oomRose says whether the pod's oom_kill counter went up during the call.
 func (e Evidence) oomRose() bool {
 	return e.OOMBefore >= 0 && e.Pod.Read && e.Pod.OOMKills > uint64(e.OOMBefore)
 }
 
-// counterText says what the OOM counters show, or "".
-func (e Evidence) counterText() string {
+// oomEventsRose says whether cgroup v2's memory.events oom went up during
+// the call.
+func (e Evidence) oomEventsRose() bool {
+	return e.OOMEventsBefore >= 0 && e.Pod.Read && e.Pod.OOMEvents > uint64(e.OOMEventsBefore)
+}
+
+// containerRead says whether the container's own cgroup was read.
+func (e Evidence) containerRead() bool { return e.Container != nil && e.Container.Read }
+
+// duringCall says whether the node shows an OOM that belongs to the call.
+func (e Evidence) duringCall() bool {
+	return e.oomRose() || e.oomEventsRose() || len(e.Kernel) > 0 ||
+		(e.containerRead() && e.Container.OOMKills > 0)
+}
+
+// counterText says what the pod's OOM counters show, or "". podPast says
+// whether the pod cgroup's lifetime figures may be named: only for the pod
+// sandbox, since for a container they may be another container's.
+func (e Evidence) counterText(podPast bool) string {
 	switch {
 	case e.oomRose():
 		return fmt.Sprintf("the pod cgroup's oom_kill counter went from %d to %d during the call", e.OOMBefore, e.Pod.OOMKills)
-	case e.OOMBefore < 0 && e.Pod.Read && e.Pod.OOMKills > 0:
-		return fmt.Sprintf("the pod cgroup's oom_kill counter is %d", e.Pod.OOMKills)
+	case podPast && e.OOMBefore < 0 && e.Pod.Read && e.Pod.OOMKills > 0:
+		return fmt.Sprintf("the pod cgroup's oom_kill counter is %d (since the pod started, not only this call)", e.Pod.OOMKills)
 	}
 	return ""
 }
@@ -96,9 +140,19 @@ func (e Evidence) counterText() string {
 // failText says how often the pod cgroup hit its limit during the call, or
 // "". On cgroup v1 the pod cgroup's oom_kill counter does not count kills
 // in its children, so this and the kernel's line are the evidence there.
-func (e Evidence) failText() string {
-	if e.FailBefore >= 0 && e.Pod.Read && e.Pod.Failcnt > uint64(e.FailBefore) {
-		return fmt.Sprintf("the pod cgroup hit its limit %d times during the call (failcnt %d to %d)", e.Pod.Failcnt-uint64(e.FailBefore), e.FailBefore, e.Pod.Failcnt)
+func (e Evidence) failText(podPast bool) string {
+	if !e.Pod.Read {
+		return ""
+	}
+	counter := "failcnt"
+	if e.Pod.Version == 2 {
+		counter = "memory.events max"
+	}
+	switch {
+	case e.FailBefore >= 0 && e.Pod.Failcnt > uint64(e.FailBefore):
+		return fmt.Sprintf("the pod cgroup hit its limit %d times during the call (%s %d to %d)", e.Pod.Failcnt-uint64(e.FailBefore), counter, e.FailBefore, e.Pod.Failcnt)
+	case podPast && e.FailBefore < 0 && e.Pod.Failcnt > 0:
+		return fmt.Sprintf("the pod cgroup's %s is %d (since the pod started)", counter, e.Pod.Failcnt)
 	}
 	return ""
 }

@@ -48,35 +48,55 @@ func (s Subject) pod() string {
 	return "pod " + s.Pod
 }
 
-// limit is the limit to name: the requested one, else the pod cgroup's.
+// pageSize is what the kernel rounds a memory limit down to.
+const pageSize = 4 * policy.KiB
+
+// limit is the limit that bounds the subject: the requested one, or the
+// pod cgroup's where that is smaller or the request gives none.
 func (s Subject) limit(e Evidence) (int64, bool) {
-	if s.Limit > 0 {
+	podLimited := e.Pod.Read && !e.Pod.Unlimited
+	switch {
+	case s.Limit > 0 && podLimited && e.Pod.Limit < s.Limit&^(pageSize-1):
+		return e.Pod.Limit, true
+	case s.Limit > 0:
 		return s.Limit, true
-	}
-	if e.Pod.Read && !e.Pod.Unlimited {
+	case podLimited:
 		return e.Pod.Limit, true
 	}
 	return 0, false
 }
 
+// limitText names the limit that limit returned: the request's, or the pod
+// cgroup's, and both where they differ by more than the kernel's rounding.
+func (s Subject) limitText(e Evidence) string {
+	l, _ := s.limit(e)
+	switch {
+	case s.Limit <= 0:
+		return policy.Bytes(l) + " (the pod cgroup's)"
+	case l == s.Limit:
+		return policy.Bytes(l)
+	case s.Container == "":
+		return fmt.Sprintf("%s (the pod cgroup's; the pod's Linux.Resources says %s)", policy.Bytes(l), policy.Bytes(s.Limit))
+	}
+	return fmt.Sprintf("%s (the pod cgroup's; the container's own is %s)", policy.Bytes(l), policy.Bytes(s.Limit))
+}
+
 // Claimed says whether the evidence supports blaming memory for m.
 func Claimed(s Subject, m Match, e Evidence) bool {
-	if m.Family == None {
+	switch {
+	case m.Family == None:
+		return false
+	case m.Family == LimitBelowUsage && m.Limit >= 0 && m.Usage > m.Limit:
+		return true // the runtime measured it
+	case m.Family == BelowRuntimeMinimum:
+		return true // the runtime said so
+	case e.duringCall():
+		return true
+	case m.Family.needsEvidence():
 		return false
 	}
-	if m.Family == LimitBelowUsage && m.Limit >= 0 && m.Usage > m.Limit {
-		return true // the runtime measured it
-	}
-	if e.oomRose() || len(e.Kernel) > 0 || e.counterText() != "" {
-		return true
-	}
-	if e.Container != nil && e.Container.Read && e.Container.OOMKills > 0 {
-		return true
-	}
-	if l, ok := s.limit(e); ok && l < SmallLimit {
-		return true
-	}
-	return false
+	l, ok := s.limit(e)
+	return ok && l < SmallLimit
 }
 
 // Explain returns the one-line explanation of a failed call whose runtime
@@ -89,8 +109,8 @@ func Explain(s Subject, m Match, e Evidence) (string, bool) {
 	var b strings.Builder
 	b.WriteString("cri-guard: " + s.pod() + ": ")
 	limit, known := s.limit(e)
-	if known && m.Family != LimitBelowUsage {
-		fmt.Fprintf(&b, "memory limit %s: ", policy.Bytes(limit))
+	if known && m.Family != LimitBelowUsage && m.Family != BelowRuntimeMinimum {
+		fmt.Fprintf(&b, "memory limit %s: ", s.limitText(e))
 	}
 	switch m.Family {
 	case InitOOMKilled:
@@ -99,15 +119,32 @@ func Explain(s Subject, m Match, e Evidence) (string, bool) {
 		b.WriteString("a process started in " + s.what() + " was OOM-killed")
 	case CgroupNoMemory:
 		b.WriteString("the runtime could not create the cgroup of " + s.what() + ": the pod cgroup's limit leaves no memory for a new cgroup (mkdir: cannot allocate memory)")
+	case CgroupUnitFailed:
+		b.WriteString("systemd could not start the cgroup scope unit of " + s.what() + ": the process moved into it was OOM-killed")
+	case StoppedBeforeStart:
+		b.WriteString(s.what() + " was OOM-killed after the runtime created it and before it could start")
 	case LimitBelowUsage:
 		fmt.Fprintf(&b, "the runtime could not set the memory limit of %s to %s: it already uses %s", s.what(), policy.Bytes(m.Limit), policy.Bytes(m.Usage))
 		if m.Peak > 0 {
-			fmt.Fprintf(&b, " (peak %s)", policy.Bytes(m.Peak))
+			fmt.Fprintf(&b, " (its cgroup's peak usage, as the runtime read it: %s)", policy.Bytes(m.Peak))
+		}
+	case BelowRuntimeMinimum:
+		asked := m.Limit
+		if asked < 0 {
+			asked = s.Limit
+		}
+		if asked > 0 {
+			fmt.Fprintf(&b, "the runtime refuses the memory limit %s for %s", policy.Bytes(asked), s.what())
+		} else {
+			b.WriteString("the runtime refuses the memory limit of " + s.what())
+		}
+		if m.Min > 0 {
+			fmt.Fprintf(&b, ": its own minimum is %s", policy.Bytes(m.Min))
 		}
 	case InitDied:
 		b.WriteString(s.what() + " died while starting, for lack of memory")
 	}
-	if ev := evidenceText(m, e); ev != "" {
+	if ev := evidenceText(s, e); ev != "" {
 		b.WriteString(" (evidence: " + ev + ")")
 	}
 	b.WriteString("; fix: " + fix(s, m, e, limit, known))
@@ -119,66 +156,95 @@ func Wrap(explanation, runtimeError string) string {
 	return explanation + Separator + runtimeError
 }
 
-func evidenceText(m Match, e Evidence) string {
+// evidenceText names each figure with the cgroup it is from and the
+// period it covers. The pod cgroup's lifetime figures are named only for
+// the pod sandbox: for a container they may be another container's.
+func evidenceText(s Subject, e Evidence) string {
+	podPast := s.Container == ""
 	var parts []string
-	if t := e.counterText(); t != "" {
+	if t := e.counterText(podPast); t != "" {
 		parts = append(parts, t)
 	}
-	if t := e.failText(); t != "" {
-		parts = append(parts, t)
-	} else if e.Pod.Read {
-		if e.Pod.Failcnt > 0 {
-			parts = append(parts, fmt.Sprintf("failcnt %d", e.Pod.Failcnt))
-		}
+	if e.oomEventsRose() {
+		parts = append(parts, fmt.Sprintf("the pod cgroup's memory.events oom went from %d to %d during the call", e.OOMEventsBefore, e.Pod.OOMEvents))
 	}
-	if e.Pod.Read && e.Pod.Peak > 0 {
-		parts = append(parts, "peak usage "+policy.Bytes(int64(e.Pod.Peak)))
+	if t := e.failText(podPast); t != "" {
+		parts = append(parts, t)
+	}
+	if podPast && e.Pod.Read && e.Pod.Peak > 0 {
+		parts = append(parts, "the pod cgroup's peak usage since it was created is "+policy.Bytes(int64(e.Pod.Peak)))
 	}
 	if c := e.Container; c != nil && c.Read {
 		if c.OOMKills > 0 {
 			parts = append(parts, fmt.Sprintf("the container cgroup's oom_kill counter is %d", c.OOMKills))
 		}
 		if c.Peak > 0 {
-			parts = append(parts, "container peak usage "+policy.Bytes(int64(c.Peak)))
+			parts = append(parts, "the container cgroup's peak usage is "+policy.Bytes(int64(c.Peak)))
 		}
 	}
 	if len(e.Kernel) > 0 {
-		parts = append(parts, "kernel: "+ShortKernelLine(e.Kernel[len(e.Kernel)-1]))
+		scope := e.KernelScope
+		if scope == "" {
+			scope = ScopePod
+		}
+		parts = append(parts, "kernel, during the call, in the "+scope+"'s cgroup: "+ShortKernelLine(e.Kernel[len(e.Kernel)-1]))
 	}
 	return strings.Join(parts, ", ")
 }
 
+// fix says what to change. It never suggests less than the floor in force.
 func fix(s Subject, m Match, e Evidence, limit int64, known bool) string {
 	floor := s.Floor
 	if floor <= 0 {
 		floor = DefaultFloor
 	}
-	if m.Family == LimitBelowUsage {
-		want := m.Usage
-		if m.Peak > want {
-			want = m.Peak
+	switch m.Family {
+	case LimitBelowUsage:
+		want := max(roundUpMiB(max(m.Usage, m.Peak)), floor)
+		return unitHint(m.Limit, want, "keep the memory limit above what the container uses, at least "+policy.Size(want))
+	case BelowRuntimeMinimum:
+		want := max(m.Min, floor)
+		asked := m.Limit
+		if asked < 0 {
+			asked = s.Limit
 		}
-		return "keep the memory limit above what the container uses, at least " + policy.Quantity(roundUpMiB(want))
+		return unitHint(asked, want, "set the memory limit to at least "+policy.Size(want))
 	}
 	switch {
 	case !known:
-		return "set the memory limit to at least " + policy.Quantity(floor)
+		return "set the memory limit to at least " + policy.Size(floor)
 	case limit < policy.MiB:
-		return "a memory quantity without a unit is bytes: give the limit in Mi or Gi, at least " + policy.Quantity(floor)
+		return "a memory quantity without a unit is bytes: give the limit in Mi or Gi, at least " + policy.Size(floor)
 	case limit < floor:
-		return "set the memory limit to at least " + policy.Quantity(floor)
+		return "set the memory limit to at least " + policy.Size(floor)
 	case limit < SmallLimit:
 		// The floor was lowered below what a runtime needs to start.
-		return "set the memory limit to at least " + policy.Quantity(max(floor, DefaultFloor))
+		return "set the memory limit to at least " + policy.Size(max(floor, DefaultFloor))
 	}
-	peak := int64(e.Pod.Peak)
-	if e.Container != nil && int64(e.Container.Peak) > peak {
-		peak = int64(e.Container.Peak)
+	var whose string
+	var peak int64
+	switch {
+	case e.containerRead():
+		whose, peak = "the container cgroup's", int64(e.Container.Peak)
+	case s.Container == "" && e.Pod.Read:
+		whose, peak = "the pod cgroup's", int64(e.Pod.Peak)
 	}
 	if peak > 0 {
-		return "raise the memory limit above the peak usage, to at least " + policy.Quantity(roundUpMiB(peak+peak/4))
+		return "raise the memory limit above " + whose + " peak usage, to at least " + policy.Size(max(roundUpMiB(peak+peak/4), floor))
 	}
 	return "raise the memory limit"
+}
+
+// unitHint is the fix for a limit asked in bytes that looks like a missing
+// unit ("2000" for 2000Mi), else otherwise.
+func unitHint(asked, want int64, otherwise string) string {
+	switch {
+	case asked > 0 && asked < policy.MiB && asked*policy.MiB >= want:
+		return fmt.Sprintf("a memory quantity without a unit is bytes, did you mean %dMi? (at least %s)", asked, policy.Size(want))
+	case asked > 0 && asked < policy.MiB:
+		return "a memory quantity without a unit is bytes: give the limit in Mi or Gi, at least " + policy.Size(want)
+	}
+	return otherwise
 }
 
 func roundUpMiB(b int64) int64 {
@@ -186,34 +252,37 @@ func roundUpMiB(b int64) int64 {
 }
 
 // OOMKilled returns the message for a container that the kernel killed for
-// memory, from what is known: the container's limit (0: unlimited or
-// unknown), its cgroup (nil when gone), and its pod's cgroup.
-func OOMKilled(s Subject, containerLimit int64, container *Cgroup, pod Cgroup) string {
+// memory, from what is known: the container's limit (ResolveLimit), its
+// cgroup (nil when gone), and its pod's cgroup.
+func OOMKilled(s Subject, lim Limit, container *Cgroup, pod Cgroup) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "cri-guard: %s: container %s was OOM-killed", s.pod(), orUnknown(s.Container))
-	switch {
-	case containerLimit > 0:
-		fmt.Fprintf(&b, ": its memory limit is %s", policy.Bytes(containerLimit))
-	case pod.Read && !pod.Unlimited:
-		fmt.Fprintf(&b, ": it has no memory limit of its own, and the pod's limit is %s", policy.Bytes(pod.Limit))
-	default:
-		b.WriteString(": it has no memory limit of its own")
+	podLimit := ""
+	if pod.Read && !pod.Unlimited {
+		podLimit = ", and the pod's limit is " + policy.Bytes(pod.Limit)
 	}
-	var peak int64
+	switch {
+	case lim.Known && lim.Bytes > 0 && lim.From == "cgroup":
+		fmt.Fprintf(&b, ": its cgroup's memory limit is %s", policy.Bytes(lim.Bytes))
+	case lim.Known && lim.Bytes > 0:
+		fmt.Fprintf(&b, ": its memory limit is %s", policy.Bytes(lim.Bytes))
+	case lim.Known:
+		b.WriteString(": it has no memory limit of its own" + podLimit)
+	default:
+		b.WriteString(": its own memory limit is unknown (the runtime does not say, and its cgroup could not be read)" + podLimit)
+	}
 	switch {
 	case container != nil && container.Read && container.Peak > 0:
-		peak = int64(container.Peak)
-		fmt.Fprintf(&b, ", peak usage %s", policy.Bytes(peak))
+		fmt.Fprintf(&b, ", its cgroup's peak usage is %s", policy.Bytes(int64(container.Peak)))
 	case pod.Read && pod.Peak > 0:
-		peak = int64(pod.Peak)
-		fmt.Fprintf(&b, ", the pod's peak usage %s", policy.Bytes(peak))
+		fmt.Fprintf(&b, ", the pod cgroup's peak usage since it was created is %s", policy.Bytes(int64(pod.Peak)))
 	}
 	if pod.Read && pod.OOMKills > 0 {
 		fmt.Fprintf(&b, ", the pod cgroup's oom_kill counter is %d", pod.OOMKills)
 	}
 	b.WriteString("; fix: raise the memory limit")
-	if containerLimit > 0 {
-		fmt.Fprintf(&b, " above %s", policy.Quantity(containerLimit))
+	if lim.Known && lim.Bytes > 0 {
+		fmt.Fprintf(&b, " above %s", policy.Quantity(lim.Bytes))
 	}
 	b.WriteString(" or make the program use less memory")
 	return b.String()

@@ -84,7 +84,7 @@ func TestReadCgroup(t *testing.T) {
 			d + "/memory.limit_in_bytes":     "1048576\n",
 		})
 		got := ReadCgroup(facts.Reader{Root: root}, pod)
-		want := Cgroup{Path: pod, Read: true, Limit: 1 << 20, Usage: 1 << 20, Peak: 1052672, Failcnt: 17, OOMKills: 3}
+		want := Cgroup{Path: pod, Read: true, Version: 1, Limit: 1 << 20, Usage: 1 << 20, Peak: 1052672, Failcnt: 17, OOMKills: 3}
 		if got != want {
 			t.Errorf("got %+v\nwant %+v", got, want)
 		}
@@ -102,7 +102,7 @@ func TestReadCgroup(t *testing.T) {
 			d + "/memory.events":  "low 0\nhigh 0\nmax 40\noom 2\noom_kill 2\n",
 		})
 		got := ReadCgroup(facts.Reader{Root: root}, slice)
-		want := Cgroup{Path: "/" + d, Read: true, Limit: 16 << 20, Usage: 4096, Peak: 16 << 20, Failcnt: 40, OOMKills: 2}
+		want := Cgroup{Path: "/" + d, Read: true, Version: 2, Limit: 16 << 20, Usage: 4096, Peak: 16 << 20, Failcnt: 40, OOMKills: 2, OOMEvents: 2}
 		if got != want {
 			t.Errorf("got %+v\nwant %+v", got, want)
 		}

@@ -34,6 +34,12 @@ func kernelOOMLines(dev, memcg string, max int) []string {
 		return nil
 	}
 	defer syscall.Close(fd)
+	return readOOMLines(fd, memcg, max)
+}
+
+// readOOMLines reads records from fd until there are no more, and keeps
+// the last max oom-kill lines for memcg.
+func readOOMLines(fd int, memcg string, max int) []string {
 	var (
 		out      []string
 		buf      = make([]byte, 8192)
@@ -59,6 +65,52 @@ func kernelOOMLines(dev, memcg string, max int) []string {
 		}
 	}
 	return out
+}
+
+// KernelWindow reads the kernel log records written after it was opened:
+// opened before a call is forwarded and read when it failed, it gives the
+// oom-kill lines that belong to the call and no older ones. A nil
+// KernelWindow (the log could not be opened) gives no lines.
+type KernelWindow struct {
+	fd   int
+	read bool
+}
+
+// OpenKernelWindow opens the kernel log at its end; nil when it cannot be
+// read.
+func OpenKernelWindow() *KernelWindow { return openKernelWindow(Kmsg) }
+
+func openKernelWindow(dev string) *KernelWindow {
+	fd, err := syscall.Open(dev, syscall.O_RDONLY|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return nil
+	}
+	// On /dev/kmsg, SEEK_END moves to after the last record; on a regular
+	// file (tests), to its end.
+	if _, err := syscall.Seek(fd, 0, 2); err != nil {
+		syscall.Close(fd)
+		return nil
+	}
+	return &KernelWindow{fd: fd}
+}
+
+// OOMLines returns the oom-kill lines for memcg (or a cgroup below it)
+// logged since the window was opened, at most max, oldest first. It reads
+// the window once: a second call returns nothing.
+func (w *KernelWindow) OOMLines(memcg string, max int) []string {
+	if w == nil || w.read || memcg == "" || max <= 0 {
+		return nil
+	}
+	w.read = true
+	return readOOMLines(w.fd, memcg, max)
+}
+
+// Close releases the window; it may be called on nil.
+func (w *KernelWindow) Close() {
+	if w != nil && w.fd >= 0 {
+		syscall.Close(w.fd)
+		w.fd = -1
+	}
 }
 
 // MatchRecord says whether a kernel log record (as /dev/kmsg gives it,

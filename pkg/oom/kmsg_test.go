@@ -63,3 +63,53 @@ func TestKernelOOMLinesDevice(t *testing.T) {
 		t.Errorf("lines for a cgroup that never existed: %q", got)
 	}
 }
+
+// A window gives only the records written after it was opened: a kill
+// logged before the call is not the call's.
+func TestKernelWindow(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "kmsg")
+	const before = "6,1,2,-;oom-kill:constraint=CONSTRAINT_MEMCG,oom_memcg=/pod1,task_memcg=/pod1/hog,task=hog\n"
+	const during = "6,2,3,-;oom-kill:constraint=CONSTRAINT_MEMCG,oom_memcg=/pod1,task_memcg=/pod1/tiny2,task=runc:[2:INIT]\n"
+	if err := os.WriteFile(f, []byte(before), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	w := openKernelWindow(f)
+	if w == nil {
+		t.Fatal("window not opened")
+	}
+	defer w.Close()
+	fh, err := os.OpenFile(f, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fh.WriteString(during)
+	fh.Close()
+	want := []string{"oom-kill:constraint=CONSTRAINT_MEMCG,oom_memcg=/pod1,task_memcg=/pod1/tiny2,task=runc:[2:INIT]"}
+	if got := w.OOMLines("/pod1", 5); len(got) != 1 || got[0] != want[0] {
+		t.Errorf("got %q, want %q", got, want)
+	}
+	if got := w.OOMLines("/pod1", 5); got != nil {
+		t.Errorf("read twice: %q", got)
+	}
+	var none *KernelWindow
+	if got := none.OOMLines("/pod1", 5); got != nil {
+		t.Errorf("nil window: %q", got)
+	}
+	none.Close()
+	if openKernelWindow(filepath.Join(t.TempDir(), "missing")) != nil {
+		t.Error("a window on a missing device")
+	}
+}
+
+// On a host where /dev/kmsg is readable, a window opened now holds no
+// line for a cgroup that never existed, and reading it ends.
+func TestKernelWindowDevice(t *testing.T) {
+	w := OpenKernelWindow()
+	if w == nil {
+		t.Skip("/dev/kmsg not readable")
+	}
+	defer w.Close()
+	if got := w.OOMLines("/no/such/cgroup/pod-never", 5); len(got) != 0 {
+		t.Errorf("lines: %q", got)
+	}
+}

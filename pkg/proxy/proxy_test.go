@@ -554,6 +554,52 @@ func TestReplyFilter(t *testing.T) {
 	})
 }
 
+// needlesFilter watches for either of two needles.
+type needlesFilter struct{ needleFilter }
+
+func (n *needlesFilter) Needles() [][]byte {
+	return [][]byte{[]byte("OOMKilled"), []byte("StartError")}
+}
+func (n *needlesFilter) Intercept(ctx context.Context, req []byte, forward Forward) ([]byte, error) {
+	n.calls.Add(1)
+	out, err := forward(ctx, req)
+	if err != nil || !bytes.Contains(out, []byte("StartError")) {
+		return out, err
+	}
+	return append([]byte("explained: "), out...), nil
+}
+
+// A filter with several needles has Intercept run for a reply with any of
+// them, and only for those on the frame-level core.
+func TestReplyFilterNeedles(t *testing.T) {
+	forEachCore(t, func(t *testing.T) {
+		const method = "/runtime.v1.RuntimeService/ContainerStatus"
+		f := &needlesFilter{needleFilter{method: method}}
+		e := newEnv(t, WithInterceptors(f))
+		ctx := context.Background()
+		for name, tc := range map[string]struct {
+			body      string
+			want      []byte
+			intercept bool
+		}{
+			"plain":             {body: "plain", want: reply(method, []byte("plain0"))},
+			"the second needle": {body: "StartError", want: append([]byte("explained: "), reply(method, []byte("StartError0"))...), intercept: true},
+		} {
+			got, err := e.call(ctx, method, []byte(tc.body))
+			if err != nil || !bytes.Equal(got, tc.want) {
+				t.Errorf("%s: got %q, %v; want %q", name, got, err, tc.want)
+			}
+			want := int32(1)
+			if testCore == ForwardingFrames && !tc.intercept {
+				want = 0
+			}
+			if n := f.calls.Swap(0); n != want {
+				t.Errorf("%s: Intercept ran %d times, want %d", name, n, want)
+			}
+		}
+	})
+}
+
 func TestInterceptor(t *testing.T) {
 	forEachCore(t, func(t *testing.T) {
 		const method = "/runtime.v1.RuntimeService/RunPodSandbox"

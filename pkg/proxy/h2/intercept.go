@@ -45,6 +45,26 @@ type ReplyFilter interface {
 	Needle() []byte
 }
 
+// Needles is a ReplyFilter that watches for any of several needles
+// (Needle is then one of them): Intercept runs when the reply has any.
+type Needles interface {
+	Needles() [][]byte
+}
+
+// replyHasNeedle says whether a reply has rf's needle, or any of its
+// needles.
+func replyHasNeedle(rf ReplyFilter, body []byte) bool {
+	if n, ok := rf.(Needles); ok {
+		for _, b := range n.Needles() {
+			if bytes.Contains(body, b) {
+				return true
+			}
+		}
+		return false
+	}
+	return bytes.Contains(body, rf.Needle())
+}
+
 // watch is the state of a relayed call whose reply a ReplyFilter watches.
 type watch struct {
 	rf       ReplyFilter
@@ -71,7 +91,7 @@ func (c *conn) watchHeaders(rs *rstream, f *http2.MetaHeadersFrame, fl *flusher)
 			w.hdr = slices.Clone(f.Fields)
 			return
 		}
-		if f.StreamEnded() && w.gotHdr && codeOf(f.Fields) == codes.OK && bytes.Contains(w.body, w.rf.Needle()) {
+		if f.StreamEnded() && w.gotHdr && codeOf(f.Fields) == codes.OK && replyHasNeedle(w.rf, w.body) {
 			rs.up.abandon(rs.u)
 			tlr := slices.Clone(f.Fields)
 			go c.handOver(rs, tlr)
