@@ -50,16 +50,37 @@ func explain(ctx context.Context, args []string) error {
 	return nil
 }
 
+// kernelOOMLines reads the kernel's oom-kill lines for a cgroup.
+var kernelOOMLines = oom.KernelOOMLines
+
 func explainPod(ctx context.Context, endpoint, root, within, pod string) (*oom.Report, error) {
 	conn, err := grpc.NewClient(endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return nil, fmt.Errorf("runtime %s: %w", endpoint, err)
 	}
 	defer conn.Close()
-	rs := runtimeapi.NewRuntimeServiceClient(conn)
+	r, err := explainWith(ctx, runtimeapi.NewRuntimeServiceClient(conn), root, within, pod)
+	if err != nil {
+		return nil, fmt.Errorf("runtime %s: %w", endpoint, err)
+	}
+	return r, nil
+}
+
+// Static pods: the kubelet names a static pod's uid after its manifest's
+// hash; the API server's mirror pod has another uid, and carries the
+// static one in an annotation.
+const (
+	configSourceAnnotation = "kubernetes.io/config.source"
+	mirrorHint             = "for a static pod, kubectl shows the mirror pod's uid, which is not the uid in the pod's cgroup name: " +
+		`take the one in its kubernetes.io/config.mirror annotation (kubectl get pod -n NAMESPACE NAME -o jsonpath='{.metadata.annotations.kubernetes\.io/config\.mirror}'), or give namespace/name`
+)
+
+// explainWith builds the report of one pod from a runtime client, the
+// cgroup tree under root and the kernel log.
+func explainWith(ctx context.Context, rs runtimeapi.RuntimeServiceClient, root, within, pod string) (*oom.Report, error) {
 	list, err := rs.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
 	if err != nil {
-		return nil, fmt.Errorf("runtime %s: list pod sandboxes: %w", endpoint, err)
+		return nil, fmt.Errorf("list pod sandboxes: %w", err)
 	}
 	r := &oom.Report{Sandboxes: []oom.Sandbox{}, Containers: []oom.Container{}}
 	var sandboxes []*runtimeapi.PodSandbox
@@ -75,12 +96,17 @@ func explainPod(ctx context.Context, endpoint, root, within, pod string) (*oom.R
 		md := sandboxes[len(sandboxes)-1].GetMetadata()
 		r.Namespace, r.Name, r.UID = md.GetNamespace(), md.GetName(), md.GetUid()
 	case strings.Contains(pod, "/"):
-		return nil, fmt.Errorf("no sandbox of pod %s: if RunPodSandbox never succeeded, give the pod's uid (kubectl get pod -o jsonpath='{.metadata.uid}')", pod)
+		return nil, fmt.Errorf("no sandbox of pod %s: if RunPodSandbox never succeeded, give the pod's uid (kubectl get pod -n NAMESPACE NAME -o jsonpath='{.metadata.uid}'); %s", pod, mirrorHint)
 	default:
 		r.UID = pod // never created: only its cgroup may exist
 	}
 	reader := facts.Reader{Root: root}
 	parent := ""
+	if n := len(sandboxes); n > 0 {
+		if src := sandboxes[n-1].GetAnnotations()[configSourceAnnotation]; src != "" && src != "api" {
+			r.Notes = append(r.Notes, fmt.Sprintf("a static pod (%s %s): its uid here, %s, is the one in its cgroup's name; kubectl shows its mirror pod's uid, which differs", configSourceAnnotation, src, r.UID))
+		}
+	}
 	for _, s := range sandboxes {
 		r.Sandboxes = append(r.Sandboxes, oom.Sandbox{ID: s.GetId(), Attempt: s.GetMetadata().GetAttempt(), State: s.GetState().String()})
 		if p := sandboxParent(ctx, rs, s.GetId()); p != "" {
@@ -111,7 +137,10 @@ func explainPod(ctx context.Context, endpoint, root, within, pod string) (*oom.R
 	if parent != "" {
 		c := oom.ReadCgroup(reader, parent)
 		r.Cgroup = &c
-		r.Kernel = oom.KernelOOMLines(c.Path, 10)
+		r.Kernel = kernelOOMLines(c.Path, 10)
+	}
+	if len(sandboxes) == 0 && parent == "" {
+		r.Notes = append(r.Notes, "no sandbox and no cgroup has uid "+pod+"; "+mirrorHint)
 	}
 	r.Judge()
 	return r, nil
@@ -136,11 +165,7 @@ func describeContainer(ctx context.Context, rs runtimeapi.RuntimeServiceClient, 
 		return out
 	}
 	out.Reason, out.Message, out.ExitCode = st.GetStatus().GetReason(), st.GetStatus().GetMessage(), st.GetStatus().GetExitCode()
-	out.Limit = st.GetStatus().GetResources().GetLinux().GetMemoryLimitInBytes()
 	info, _ := oom.ParseContainerInfo(st.GetInfo()) // fields stay empty
-	if out.Limit <= 0 {
-		out.Limit = info.MemoryLimit
-	}
 	cg := info.CgroupsPath
 	if !strings.HasPrefix(cg, "/") {
 		cg = oom.ContainerCgroup(parent, c.GetId())
@@ -150,5 +175,8 @@ func describeContainer(ctx context.Context, rs runtimeapi.RuntimeServiceClient, 
 			out.Cgroup = &m
 		}
 	}
+	// The runtime's word, else the container's own cgroup's; unknown is
+	// never "none" (cri-dockerd gives neither spec nor resources).
+	out.Limit = oom.ResolveLimit(st.GetStatus().GetResources().GetLinux().GetMemoryLimitInBytes(), info, out.Cgroup)
 	return out
 }

@@ -21,6 +21,9 @@ type Report struct {
 	Cgroup *Cgroup `json:"cgroup,omitempty"`
 	// Kernel holds the kernel's oom-kill lines for the pod cgroup.
 	Kernel []string `json:"kernel,omitempty"`
+	// Notes say what a reader could get wrong, such as a static pod's two
+	// uids.
+	Notes []string `json:"notes,omitempty"`
 	// Verdict says what happened; Fix what to change. Judge sets them.
 	Verdict string `json:"verdict"`
 	Fix     string `json:"fix,omitempty"`
@@ -42,9 +45,25 @@ type Container struct {
 	Reason   string  `json:"reason,omitempty"`
 	Message  string  `json:"message,omitempty"`
 	ExitCode int32   `json:"exitCode"`
-	Limit    int64   `json:"limit"` // 0: none of its own
+	Limit    Limit   `json:"limit"`
 	Cgroup   *Cgroup `json:"cgroup,omitempty"`
 }
+
+// containerKills sums the oom_kill counters of the containers' cgroups
+// that still exist. On cgroup v1 the pod cgroup's own counter does not
+// count kills in them.
+func (r *Report) containerKills() uint64 {
+	var n uint64
+	for _, c := range r.Containers {
+		if c.Cgroup != nil && c.Cgroup.Read {
+			n += c.Cgroup.OOMKills
+		}
+	}
+	return n
+}
+
+// v1 says whether the pod cgroup is a cgroup v1 one.
+func (r *Report) v1() bool { return r.Cgroup != nil && r.Cgroup.Read && r.Cgroup.Version == 1 }
 
 // Judge sets the report's verdict and fix from what it holds.
 func (r *Report) Judge() {
@@ -80,7 +99,7 @@ func (r *Report) Judge() {
 	case len(killed) > 0:
 		r.Verdict = fmt.Sprintf("container %s was OOM-killed%s", strings.Join(dedup(killed), ", "), r.evidence())
 		r.Fix = "raise the memory limit of " + strings.Join(dedup(killed), ", ") + " above its peak usage, or make it use less memory"
-	case (pod != nil && pod.Read && pod.OOMKills > 0) || len(r.Kernel) > 0:
+	case (pod != nil && pod.Read && pod.OOMKills > 0) || len(r.Kernel) > 0 || r.containerKills() > 0:
 		r.Verdict = fmt.Sprintf("processes in the pod were OOM-killed%s", r.evidence())
 		r.Fix = "raise the memory limit of the container that uses the most memory"
 	case pod == nil && len(r.Sandboxes) == 0:
@@ -95,6 +114,9 @@ func (r *Report) evidence() string {
 	var parts []string
 	if c := r.Cgroup; c != nil && c.Read && c.OOMKills > 0 {
 		parts = append(parts, fmt.Sprintf("the pod cgroup's oom_kill counter is %d", c.OOMKills))
+	}
+	if n := r.containerKills(); n > 0 {
+		parts = append(parts, fmt.Sprintf("the containers' cgroups count %d oom-kills", n))
 	}
 	if n := len(r.Kernel); n == 1 {
 		parts = append(parts, "the kernel logged 1 oom-kill in this pod's cgroups")
@@ -137,10 +159,15 @@ func (r *Report) Text() string {
 		if c.Reason != "" {
 			fmt.Fprintf(&b, "  reason %s  exit code %d", c.Reason, c.ExitCode)
 		}
-		if c.Limit > 0 {
-			fmt.Fprintf(&b, "  limit %s", policy.Bytes(c.Limit))
-		} else {
+		switch l := c.Limit; {
+		case l.Known && l.Bytes > 0 && l.From == "cgroup":
+			fmt.Fprintf(&b, "  limit %s (its cgroup's; the runtime does not say)", policy.Bytes(l.Bytes))
+		case l.Known && l.Bytes > 0:
+			fmt.Fprintf(&b, "  limit %s", policy.Bytes(l.Bytes))
+		case l.Known:
 			b.WriteString("  no limit of its own")
+		default:
+			b.WriteString("  limit unknown (the runtime does not say, and its cgroup could not be read)")
 		}
 		b.WriteString("\n")
 		if c.Cgroup != nil && c.Cgroup.Read {
@@ -154,6 +181,9 @@ func (r *Report) Text() string {
 		fmt.Fprintf(&b, "pod cgroup: %s: %s\n", r.Cgroup.Path, r.Cgroup.Error)
 	default:
 		fmt.Fprintf(&b, "pod cgroup: %s\n  %s\n", r.Cgroup.Path, cgroupLine(r.Cgroup))
+		if r.v1() {
+			fmt.Fprintf(&b, "  (cgroup v1: the pod cgroup's oom_kill counts kills in the pod cgroup itself, not in its containers' cgroups; those count %d, of the containers whose cgroups still exist)\n", r.containerKills())
+		}
 	}
 	if len(r.Kernel) == 0 {
 		b.WriteString("kernel: no oom-kill line for this pod in the kernel log (or the log is not readable)\n")
@@ -162,6 +192,9 @@ func (r *Report) Text() string {
 		for _, l := range r.Kernel {
 			fmt.Fprintf(&b, "  %s\n", l)
 		}
+	}
+	for _, n := range r.Notes {
+		fmt.Fprintf(&b, "note: %s\n", n)
 	}
 	fmt.Fprintf(&b, "verdict: %s\n", r.Verdict)
 	if r.Fix != "" {

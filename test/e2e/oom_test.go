@@ -56,7 +56,7 @@ func TestOOMAtSandboxStartExplained(t *testing.T) {
 	t.Logf("the kubelet sees: %s", msg)
 	wantLines(t, "the error", msg,
 		"cri-guard: pod e2e/"+cfg.Metadata.Name+": memory limit 1048576 bytes (1Mi): the pod sandbox (pause container) was OOM-killed while starting (evidence: the pod cgroup hit its limit ",
-		"kernel: oom-kill:constraint=CONSTRAINT_MEMCG,oom_memcg="+parent+",task_memcg="+parent+"/",
+		"kernel, during the call, in the pod's cgroup: oom-kill:constraint=CONSTRAINT_MEMCG,oom_memcg="+parent+",task_memcg="+parent+"/",
 		"; fix: set the memory limit to at least 12Mi; runtime error: ",
 		"container init was OOM-killed (memory limit too low?)")
 	if i := strings.Index(msg, "; runtime error: "); i < 0 || !g.WaitLog("memory failure explained", 5*time.Second) {
@@ -171,7 +171,20 @@ func TestStartAndResizeFailuresExplained(t *testing.T) {
 	t.Logf("StartContainer: %s", msg)
 	wantLines(t, "the StartContainer error", msg,
 		pod+"the runtime could not set the memory limit of container tiny to 2000 bytes: it already uses ",
-		"; fix: ", "; runtime error: ", "unable to set memory limit to 2000 (current usage: ")
+		"; fix: a memory quantity without a unit is bytes, did you mean 2000Mi? (at least 3Mi); runtime error: ", "unable to set memory limit to 2000 (current usage: ")
+	// The container's status (the kubelet's lastState) carries the same
+	// explanation, not only runc's text (issue 16 item 11).
+	st, err := rs.ContainerStatus(ctx, id, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("ContainerStatus after the failed start: %q %q", st.GetStatus().GetReason(), st.GetStatus().GetMessage())
+	if r := st.GetStatus().GetReason(); r != "StartError" {
+		t.Errorf("status reason %q, want StartError", r)
+	}
+	if i := strings.Index(msg, "; runtime error: "); i > 0 {
+		wantLines(t, "the status message", st.GetStatus().GetMessage(), msg[:i]+"; runtime error: ", "unable to set memory limit to 2000 (current usage: ")
+	}
 
 	app, err := rs.CreateContainer(ctx, sb, containerConfig(rt, "app", 64<<20), cfg)
 	if err != nil {

@@ -1,0 +1,129 @@
+package main
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// dockerdLike answers as cri-dockerd 0.4.3 does: no cgroup parent in the
+// sandbox's verbose info, and container info of only {pid, sandboxID},
+// with no resources in the status. Its one pod is a static pod.
+type dockerdLike struct {
+	runtimeapi.RuntimeServiceClient
+}
+
+func (dockerdLike) ListPodSandbox(context.Context, *runtimeapi.ListPodSandboxRequest, ...grpc.CallOption) (*runtimeapi.ListPodSandboxResponse, error) {
+	return &runtimeapi.ListPodSandboxResponse{Items: []*runtimeapi.PodSandbox{{
+		Id: "sb1234567890abcdef", State: runtimeapi.PodSandboxState_SANDBOX_READY,
+		Metadata:    &runtimeapi.PodSandboxMetadata{Name: "etcd-node1", Namespace: "kube-system", Uid: "3f0c"},
+		Annotations: map[string]string{"kubernetes.io/config.source": "file", "kubernetes.io/config.hash": "3f0c"},
+	}}}, nil
+}
+
+func (dockerdLike) PodSandboxStatus(context.Context, *runtimeapi.PodSandboxStatusRequest, ...grpc.CallOption) (*runtimeapi.PodSandboxStatusResponse, error) {
+	return &runtimeapi.PodSandboxStatusResponse{Status: &runtimeapi.PodSandboxStatus{Id: "sb1234567890abcdef"}}, nil
+}
+
+func (dockerdLike) ListContainers(_ context.Context, r *runtimeapi.ListContainersRequest, _ ...grpc.CallOption) (*runtimeapi.ListContainersResponse, error) {
+	return &runtimeapi.ListContainersResponse{Containers: []*runtimeapi.Container{
+		{Id: "hog1", PodSandboxId: "sb1234567890abcdef", Metadata: &runtimeapi.ContainerMetadata{Name: "hog"}, State: runtimeapi.ContainerState_CONTAINER_EXITED},
+		{Id: "gone1", PodSandboxId: "sb1234567890abcdef", Metadata: &runtimeapi.ContainerMetadata{Name: "gone"}, State: runtimeapi.ContainerState_CONTAINER_EXITED},
+	}}, nil
+}
+
+func (dockerdLike) ContainerStatus(_ context.Context, r *runtimeapi.ContainerStatusRequest, _ ...grpc.CallOption) (*runtimeapi.ContainerStatusResponse, error) {
+	switch r.ContainerId {
+	case "hog1", "gone1":
+	default:
+		return nil, status.Error(codes.NotFound, "no such container")
+	}
+	return &runtimeapi.ContainerStatusResponse{
+		Status: &runtimeapi.ContainerStatus{Id: r.ContainerId, Reason: "OOMKilled", ExitCode: 137},
+		Info:   map[string]string{"info": `{"pid":0,"sandboxID":"sb1234567890abcdef"}`},
+	}, nil
+}
+
+func writeCgroupV1(t *testing.T, root, cg, limit, oomKill string) {
+	t.Helper()
+	d := filepath.Join(root, "memory", cg)
+	if err := os.MkdirAll(d, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for f, v := range map[string]string{
+		"memory.stat": "cache 0\nrss 0\n", "memory.oom_control": "oom_kill_disable 0\nunder_oom 0\noom_kill " + oomKill + "\n",
+		"memory.usage_in_bytes": "0\n", "memory.max_usage_in_bytes": "0\n", "memory.failcnt": "0\n", "memory.limit_in_bytes": limit + "\n",
+	} {
+		if err := os.WriteFile(filepath.Join(d, f), []byte(v), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// Issue 16 items 2 and 11: explain in front of a cri-dockerd-like runtime
+// reads a container's limit from its cgroup or says it is unknown, sums
+// the containers' oom_kill counters on cgroup v1, and says what a static
+// pod's uids are; a uid it cannot find gets the mirror pod's hint.
+func TestExplainWith(t *testing.T) {
+	root := t.TempDir()
+	writeCgroupV1(t, root, "kubepods/pod3f0c", "268435456", "0")
+	writeCgroupV1(t, root, "kubepods/pod3f0c/hog1", "16777216", "4")
+	old := kernelOOMLines
+	kernelOOMLines = func(string, int) []string { return nil }
+	t.Cleanup(func() { kernelOOMLines = old })
+
+	for name, tc := range map[string]struct {
+		pod  string
+		want []string
+		err  string
+	}{
+		"by namespace/name": {
+			pod: "kube-system/etcd-node1",
+			want: []string{
+				"  hog1  hog  attempt 0  CONTAINER_EXITED  reason OOMKilled  exit code 137  limit 16777216 bytes (16Mi) (its cgroup's; the runtime does not say)\n",
+				"  gone1  gone  attempt 0  CONTAINER_EXITED  reason OOMKilled  exit code 137  limit unknown (the runtime does not say, and its cgroup could not be read)\n",
+				"  (cgroup v1: the pod cgroup's oom_kill counts kills in the pod cgroup itself, not in its containers' cgroups; those count 4, of the containers whose cgroups still exist)\n",
+				"note: a static pod (kubernetes.io/config.source file): its uid here, 3f0c, is the one in its cgroup's name; kubectl shows its mirror pod's uid, which differs\n",
+				"verdict: container hog, gone was OOM-killed (the containers' cgroups count 4 oom-kills)\n",
+			},
+		},
+		"the mirror pod's uid": {
+			pod: "9d1e-mirror",
+			want: []string{
+				"pod <never created> (uid 9d1e-mirror)\n",
+				"note: no sandbox and no cgroup has uid 9d1e-mirror; for a static pod, kubectl shows the mirror pod's uid, which is not the uid in the pod's cgroup name: take the one in its kubernetes.io/config.mirror annotation (kubectl get pod -n NAMESPACE NAME -o jsonpath='{.metadata.annotations.kubernetes\\.io/config\\.mirror}'), or give namespace/name\n",
+				"verdict: no sandbox and no cgroup found for this pod\n",
+			},
+		},
+		"a name with no sandbox": {
+			pod: "kube-system/apiserver-node1",
+			err: "no sandbox of pod kube-system/apiserver-node1: if RunPodSandbox never succeeded, give the pod's uid (kubectl get pod -n NAMESPACE NAME -o jsonpath='{.metadata.uid}'); for a static pod, kubectl shows the mirror pod's uid, which is not the uid in the pod's cgroup name: take the one in its kubernetes.io/config.mirror annotation (kubectl get pod -n NAMESPACE NAME -o jsonpath='{.metadata.annotations.kubernetes\\.io/config\\.mirror}'), or give namespace/name",
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			r, err := explainWith(context.Background(), dockerdLike{}, root, "/", tc.pod)
+			if tc.err != "" {
+				if err == nil || err.Error() != tc.err {
+					t.Fatalf("got %v\nwant %s", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			out := r.Text()
+			for _, w := range tc.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("missing %q in\n%s", w, out)
+				}
+			}
+		})
+	}
+}
