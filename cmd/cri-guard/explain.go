@@ -167,7 +167,9 @@ func describeContainer(ctx context.Context, rs runtimeapi.RuntimeServiceClient, 
 	out.Reason, out.Message, out.ExitCode = st.GetStatus().GetReason(), st.GetStatus().GetMessage(), st.GetStatus().GetExitCode()
 	info, _ := oom.ParseContainerInfo(st.GetInfo()) // fields stay empty
 	cg := info.CgroupsPath
-	if !strings.HasPrefix(cg, "/") {
+	if p, ok := oom.SystemdCgroup(cg); ok {
+		cg = p
+	} else if !strings.HasPrefix(cg, "/") {
 		cg = oom.ContainerCgroup(parent, c.GetId())
 	}
 	if cg != "" {

@@ -359,6 +359,8 @@ func (g *Guard) containerFrom(ctx context.Context, id string, have *runtimeapi.C
 	}
 	if p := info.CgroupsPath; strings.HasPrefix(p, "/") {
 		c.cgroup, c.podParent = p, path.Dir(p) // cgroupfs driver: <pod>/<id>
+	} else if p, ok := oom.SystemdCgroup(p); ok {
+		c.cgroup, c.podParent = p, path.Dir(p) // systemd driver: <pod slice>/<prefix>-<id>.scope
 	}
 	sandboxID := info.SandboxID
 	if sandboxID == "" {

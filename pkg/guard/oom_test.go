@@ -522,3 +522,31 @@ func hasAny(ic proxy.Interceptor, reply []byte) bool {
 	}
 	return false
 }
+
+// With the systemd driver the spec's cgroupsPath is "slice:prefix:id": the
+// container's own cgroup is found from it, and the kernel line of the call
+// in that cgroup is cited as the container's.
+func TestStartContainerSystemdCgroupsPath(t *testing.T) {
+	const scope = "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-podu9.slice/cri-containerd-c9.scope"
+	kill := "oom-kill:constraint=CONSTRAINT_MEMCG,oom_memcg=" + scope + ",task_memcg=" + scope + ",task=runc:[2:INIT],pid=3"
+	g, err := New(Options{
+		Policy: &policy.Config{Mode: policy.ModeAudit, Floors: policy.Floors{Sandbox: 12 << 20, Container: 12 << 20}},
+		Facts:  &fakeFacts{cgroups: map[string]facts.Memory{}},
+		Runtime: oomRuntime{containers: map[string]*runtimeapi.ContainerStatusResponse{
+			"c9": containerdStatus("c9", "app", "kubepods-burstable-podu9.slice:cri-containerd:c9", 64<<20),
+		}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := fakeKernel(t)
+	_, err = g.StartContainer(context.Background(), &runtimeapi.StartContainerRequest{ContainerId: "c9"},
+		func(context.Context, *runtimeapi.StartContainerRequest) (*runtimeapi.StartContainerResponse, error) {
+			k.log(kill)
+			return nil, status.Error(codes.Unknown, runcOOM)
+		})
+	want := "cri-guard: pod team-a/web: memory limit 67108864 bytes (64Mi): container app was OOM-killed while starting (evidence: kernel, during the call, in the container's cgroup: " + oom.ShortKernelLine(kill) + "); fix: raise the memory limit; runtime error: " + runcOOM
+	if st := status.Convert(err); st.Message() != want {
+		t.Errorf("got  %q\nwant %q", st.Message(), want)
+	}
+}

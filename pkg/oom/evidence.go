@@ -75,6 +75,22 @@ const (
 	ScopePod       = "pod"
 )
 
+// SystemdCgroup turns an OCI cgroupsPath of the systemd driver,
+// "<slice>:<prefix>:<name>", into the cgroup's path relative to the
+// hierarchy, <expanded slice>/<prefix>-<name>.scope, as runc does; false
+// for any other form.
+func SystemdCgroup(cgroupsPath string) (string, bool) {
+	parts := strings.Split(cgroupsPath, ":")
+	if len(parts) != 3 || parts[1] == "" || parts[2] == "" || strings.ContainsAny(parts[1]+parts[2], "/\x00") || parts[2] == ".." {
+		return "", false
+	}
+	slice, err := facts.ExpandSlice(parts[0])
+	if err != nil {
+		return "", false
+	}
+	return path.Join(slice, parts[1]+"-"+parts[2]+".scope"), true
+}
+
 // Evidence is what the node showed around a failed call. Only what belongs
 // to the call is proof: counters that went up during it, kernel lines it
 // logged, and the counters of the container's own cgroup, which the call

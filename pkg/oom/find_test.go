@@ -116,3 +116,18 @@ func TestReadCgroup(t *testing.T) {
 		}
 	})
 }
+
+func TestSystemdCgroup(t *testing.T) {
+	for in, want := range map[string]string{
+		"kubepods-burstable-pod1.slice:cri-containerd:abc": "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice/cri-containerd-abc.scope",
+		"/kubepods/pod1/abc":                   "",
+		"kubepods.slice:cri-containerd:a/../b": "",
+		"notaslice:cri-containerd:abc":         "",
+		"kubepods.slice::abc":                  "",
+	} {
+		got, ok := SystemdCgroup(in)
+		if got != want || ok != (want != "") {
+			t.Errorf("SystemdCgroup(%q) = %q, %v; want %q", in, got, ok, want)
+		}
+	}
+}
