@@ -19,8 +19,9 @@ CONFDIR  ?= /etc/cri-guard
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT   ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS  := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
-# Debian packages the real-runtime tests and the demo use.
-DEB_PKGS := containerd runc containernetworking-plugins busybox-static gcc libc6-dev iproute2 systemd
+# Debian packages the real-runtime tests and the demo use; lintian and rpm
+# check the packages (make test-package).
+DEB_PKGS := containerd runc containernetworking-plugins busybox-static gcc libc6-dev iproute2 systemd lintian rpm
 FUZZTIME ?= 10s
 
 .DEFAULT_GOAL := help
@@ -57,6 +58,7 @@ test: ## run every test: unit, fuzz and bench smoke, and the real-runtime end-to
 	@tools/phase.sh k8s-bins $(MAKE) --no-print-directory k8s-bins
 	@tools/phase.sh vet $(GO) vet ./...
 	@tools/phase.sh unit $(GO) test -count=1 ./...
+	@tools/phase.sh package $(MAKE) --no-print-directory test-package
 	@tools/phase.sh fuzz $(MAKE) --no-print-directory fuzz FUZZTIME=$(FUZZTIME)
 	@tools/phase.sh bench-smoke $(MAKE) --no-print-directory bench-smoke
 	@tools/phase.sh bench-smoke-real $(MAKE) --no-print-directory bench-smoke-real
@@ -155,6 +157,16 @@ uninstall: ## remove what install put under DESTDIR/PREFIX, except the config fi
 		$(DESTDIR)$(KUBELET_DROPIN_DIR)/10-cri-guard.conf $(DESTDIR)$(UNITDIR)/cri-guard.service.d/10-runtime.conf
 	-rmdir $(DESTDIR)$(KUBELET_DROPIN_DIR) $(DESTDIR)$(UNITDIR)/cri-guard.service.d 2>/dev/null
 	@echo "kept $(DESTDIR)$(CONFDIR)/config.yaml; remove it by hand if you are done with cri-guard"
+
+.PHONY: package
+package: ## build bin/pkg/cri-guard_<version>_amd64.deb and cri-guard-<version>-1.x86_64.rpm (nfpm, packaging/nfpm.yaml; PKG_VERSION overrides the version)
+	@rm -f $(BIN)/pkg/cri-guard_*.deb $(BIN)/pkg/cri-guard-*.rpm
+	PKG_OUT=$(BIN)/pkg tools/package.sh >/dev/null
+
+.PHONY: test-package
+test-package: package ## build the packages, run lintian on the .deb and check both (packaging/package_test.go)
+	lintian --fail-on error,warning $(BIN)/pkg/cri-guard_*.deb
+	CRI_GUARD_PKG_DIR=$(CURDIR)/$(BIN)/pkg $(GO) test -count=1 -v ./packaging/ 2>&1 | grep -E '^(=== RUN|--- |\s+\S+_test.go|PASS|FAIL|ok)'; exit $${PIPESTATUS[0]}
 
 .PHONY: clean
 clean: ## remove build output

@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -14,7 +15,15 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	err := run(ctx, os.Args[1:])
 	stop()
-	if err != nil {
+	var ec *exitCode
+	switch {
+	case err == nil:
+	case errors.As(err, &ec):
+		if ec.err != nil {
+			fmt.Fprintln(os.Stderr, "cri-guard:", ec.err)
+		}
+		os.Exit(ec.code)
+	default:
 		fmt.Fprintln(os.Stderr, "cri-guard:", err)
 		os.Exit(1)
 	}

@@ -21,6 +21,7 @@ var commands = []command{
 	{"explain", "explain why a pod cannot start or was OOM-killed", explain},
 	{"status", "ask a running daemon for its version, config digest and upstream state", statusCmd},
 	{"calibrate", "measure the smallest memory limits that start on this node", calibrateCmd},
+	{"kubelet-dropin", "put the kubelet drop-in in place, take it out, or show what points the kubelet at cri-guard", kubeletDropinCmd},
 	{"version", "print the version", func(context.Context, []string) error { fmt.Println(versionString()); return nil }},
 }
 
@@ -31,7 +32,7 @@ func usage() string {
 	var b strings.Builder
 	b.WriteString("usage: cri-guard <command> [flags]\n\ncommands:\n")
 	for _, c := range commands {
-		fmt.Fprintf(&b, "  %-14s %s\n", c.name, c.summary)
+		fmt.Fprintf(&b, "  %-15s %s\n", c.name, c.summary)
 	}
 	return b.String()
 }
