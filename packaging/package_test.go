@@ -138,9 +138,13 @@ func debToRPM(p string) (string, bool) {
 var wantFiles = []string{
 	"/etc/cri-guard/config.yaml",
 	"/lib/systemd/system/cri-guard.service",
+	"/lib/systemd/system/cri-guard.service.d/10-runtime.conf",
 	"/lib/systemd/system/cri-guard.socket",
 	"/usr/bin/cri-guard",
 	"/usr/share/cri-guard/10-cri-guard.conf",
+	"/usr/share/cri-guard/runtime/containerd.conf",
+	"/usr/share/cri-guard/runtime/cri-docker.conf",
+	"/usr/share/cri-guard/runtime/crio.conf",
 	"/usr/share/doc/cri-guard/changelog.gz",
 	"/usr/share/doc/cri-guard/copyright",
 	"/usr/share/lintian/overrides/cri-guard",
@@ -188,7 +192,7 @@ func TestSameFiles(t *testing.T) {
 	}
 	// The RPM owns its directories, so an erase removes them.
 	owned := run(t, "rpm", "-qp", "--qf", "[%{FILEMODES:perms} %{FILENAMES}\n]", rpm)
-	for _, d := range []string{"/etc/cri-guard", "/usr/share/cri-guard", "/usr/share/doc/cri-guard"} {
+	for _, d := range []string{"/etc/cri-guard", "/usr/share/cri-guard", "/usr/share/cri-guard/runtime", "/usr/share/doc/cri-guard", "/usr/lib/systemd/system/cri-guard.service.d"} {
 		if !strings.Contains(owned, "\nd") || !strings.Contains(owned, " "+d+"\n") {
 			t.Errorf("the .rpm does not own %s:\n%s", d, owned)
 		}
@@ -290,6 +294,10 @@ func TestUnitsAndBinary(t *testing.T) {
 		sock, _ := os.ReadFile("../systemd/cri-guard.socket")
 		if !bytes.Equal(files[unitDir+"cri-guard.socket"].body, sock) {
 			t.Errorf("%s: cri-guard.socket differs from systemd/cri-guard.socket", name)
+		}
+		ctrd, _ := os.ReadFile("../systemd/runtime/containerd.conf")
+		if !bytes.Equal(files[unitDir+"cri-guard.service.d/10-runtime.conf"].body, ctrd) {
+			t.Errorf("%s: the runtime drop-in is not systemd/runtime/containerd.conf", name)
 		}
 		if !bytes.Equal(files["/usr/share/cri-guard/10-cri-guard.conf"].body, systemd.KubeletDropin) {
 			t.Errorf("%s: the shipped drop-in differs from what `cri-guard kubelet-dropin install` writes", name)
