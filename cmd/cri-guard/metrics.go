@@ -42,15 +42,14 @@ type runtimeInfo struct {
 
 // startMetrics serves /metrics, /healthz, /readyz and /status on
 // cfg.MetricsListen, if set, until the returned stop is called. It also
-// keeps the upstream state gauge current until ctx ends.
+// keeps the connection to the runtime up, the upstream state gauge and
+// reconnect counter current, and logs when the runtime goes away and comes
+// back, until ctx ends (proxy.WatchUpstream).
 func startMetrics(ctx context.Context, cfg *config.Config, p proxy.Core, current *atomic.Pointer[config.Config], log *slog.Logger) (stop func(), err error) {
 	metrics.SetBuildInfo(version, buildCommit(), criAPIVersion(), runtime.Version())
 	wctx, cancelWatch := context.WithCancel(ctx)
-	conn, ok := p.Conn().(metrics.Conn)
-	if !ok {
-		conn = metrics.Poll(p.UpstreamState, time.Second)
-	}
-	go metrics.WatchUpstream(wctx, conn)
+	go proxy.WatchUpstream(wctx, p, proxy.HealthOptions{Logger: log,
+		OnState: metrics.SetUpstreamState, OnReconnect: metrics.UpstreamReconnects.Inc})
 	if cfg.MetricsListen == "" {
 		return cancelWatch, nil
 	}

@@ -12,7 +12,8 @@
 //     per translated error, with family a short fixed word such as "oom" or
 //     "cgroup" (never a message, a pod or an id: labels must stay few).
 //   - Reloads counts configuration reloads by result ("success", "failure").
-//   - UpstreamState and UpstreamReconnects are kept by WatchUpstream.
+//   - UpstreamState and UpstreamReconnects are kept by proxy.WatchUpstream,
+//     through SetUpstreamState and UpstreamReconnects.Inc.
 //   - BuildInfo is set once by SetBuildInfo.
 //
 // It is not a tracing or logging package, and it never blocks the relay: every

@@ -17,7 +17,6 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -122,7 +121,7 @@ func TestMetricsAfterCallsThroughProxy(t *testing.T) {
 		`cri_guard_policy_decisions_total{action="reject",namespace="team-a",reason="sandbox-below-floor"} 1`,
 		`cri_guard_translated_errors_total{family="oom"} 1`,
 		`cri_guard_config_reloads_total{result="failure"} 0`,
-		`cri_guard_upstream_reconnects_total 0`,
+		`cri_guard_upstream_reconnects_total `,
 		`cri_guard_build_info{commit="abc",cri_api="v0.35.0",goversion="go1.26",version="v9.9.9"} 1`,
 		`process_open_fds `,
 	} {
@@ -202,36 +201,6 @@ func TestListenLoopbackOnly(t *testing.T) {
 	}
 }
 
-// fakeConn plays a sequence of states.
-type fakeConn struct {
-	states []connectivity.State
-	i      int
-}
-
-func (f *fakeConn) GetState() connectivity.State { return f.states[f.i] }
-func (f *fakeConn) WaitForStateChange(ctx context.Context, _ connectivity.State) bool {
-	if f.i+1 >= len(f.states) {
-		return false
-	}
-	f.i++
-	return true
-}
-
-func TestWatchUpstream(t *testing.T) {
-	before := value(t, metrics.UpstreamReconnects)
-	c := &fakeConn{states: []connectivity.State{connectivity.Idle, connectivity.Connecting, connectivity.Ready,
-		connectivity.TransientFailure, connectivity.Connecting, connectivity.Ready, connectivity.TransientFailure, connectivity.Ready}}
-	metrics.WatchUpstream(context.Background(), c)
-	if got := value(t, metrics.UpstreamReconnects) - before; got != 2 {
-		t.Errorf("reconnects grew by %v, want 2", got)
-	}
-	for s, want := range map[string]float64{"READY": 1, "TRANSIENT_FAILURE": 0, "IDLE": 0, "CONNECTING": 0, "SHUTDOWN": 0} {
-		if got := value(t, metrics.UpstreamState.WithLabelValues(s)); got != want {
-			t.Errorf("upstream_state{%s} = %v, want %v", s, got, want)
-		}
-	}
-}
-
 func TestObserveCode(t *testing.T) {
 	const m = "/runtime.v1.RuntimeService/ListPodSandbox"
 	latBefore := samples(t, m)
@@ -292,4 +261,73 @@ func value(t *testing.T, m prometheus.Metric) float64 {
 	}
 	t.Fatalf("%v is neither a counter nor a gauge", m.Desc())
 	return 0
+}
+
+// TestUpstreamMetricsFollowTheRuntime: the state gauge and the reconnect
+// counter follow a runtime that is killed and started again, with no call
+// made and nothing fetching /readyz, through both cores. Before, the gauge
+// went IDLE and stayed there, and nothing was counted.
+func TestUpstreamMetricsFollowTheRuntime(t *testing.T) {
+	for _, core := range []string{proxy.ForwardingGRPC, proxy.ForwardingFrames} {
+		t.Run(core, func(t *testing.T) {
+			dir := t.TempDir()
+			up := filepath.Join(dir, "rt.sock")
+			stop := startStoppableRuntime(t, up)
+			p, err := proxy.NewCore(core, "unix://"+up)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.Close()
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				proxy.WatchUpstream(ctx, p, proxy.HealthOptions{OnState: metrics.SetUpstreamState, OnReconnect: metrics.UpstreamReconnects.Inc})
+			}()
+			defer func() { cancel(); <-done }()
+			h := metrics.Handler(metrics.HandlerOptions{})
+			// waitFor reads /metrics until it shows want; the deadline only
+			// guards against a hang.
+			waitFor := func(want string) time.Duration {
+				t.Helper()
+				start := time.Now()
+				for deadline := start.Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+					_, body := get(t, h, "/metrics")
+					if strings.Contains(body, want+"\n") {
+						return time.Since(start)
+					}
+					if time.Now().After(deadline) {
+						t.Fatalf("/metrics did not show %q within 20s", want)
+					}
+				}
+			}
+			waitFor(`cri_guard_upstream_state{state="READY"} 1`)
+			before := value(t, metrics.UpstreamReconnects)
+			stop()
+			d := waitFor(`cri_guard_upstream_state{state="TRANSIENT_FAILURE"} 1`)
+			t.Logf("TRANSIENT_FAILURE %v after the runtime died", d.Round(time.Millisecond))
+			time.Sleep(1500 * time.Millisecond) // down for a while: the backoff grows to its cap
+			startRuntime(t, up)
+			d = waitFor(`cri_guard_upstream_state{state="READY"} 1`)
+			t.Logf("READY %v after the runtime came back", d.Round(time.Millisecond))
+			if got := value(t, metrics.UpstreamReconnects) - before; got != 1 {
+				t.Errorf("upstream_reconnects_total grew by %v, want 1", got)
+			}
+		})
+	}
+}
+
+// startStoppableRuntime is startRuntime with a stop that kills the runtime
+// at once: its listener and socket file go, its connections close.
+func startStoppableRuntime(t *testing.T, path string) (stop func()) {
+	t.Helper()
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := grpc.NewServer()
+	runtimeapi.RegisterRuntimeServiceServer(s, fakeRuntime{})
+	go s.Serve(l) //nolint:errcheck
+	t.Cleanup(s.Stop)
+	return s.Stop
 }

@@ -21,6 +21,7 @@ type Core interface {
 	Upstream() string
 	Conn() grpc.ClientConnInterface
 	UpstreamState() connectivity.State
+	UpstreamError() error
 	CheckUpstream(ctx context.Context) (*runtimeapi.VersionResponse, error)
 }
 

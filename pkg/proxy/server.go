@@ -12,10 +12,11 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/cri-guard/cri-guard/pkg/proxy/h2"
 )
 
 // Server relays CRI calls from its listeners to one upstream runtime.
@@ -25,6 +26,7 @@ type Server struct {
 	unary    map[string]bool // methods known to be unary: relayed without a goroutine
 	grpc     *grpc.Server
 	conn     *grpc.ClientConn
+	dialErr  h2.LastError // the last failed attempt to reach the runtime
 
 	mu     sync.Mutex
 	closed bool
@@ -40,37 +42,48 @@ func New(upstream string, opts ...Option) (*Server, error) {
 			return nil, fmt.Errorf("proxy option: %w", err)
 		}
 	}
+	s := &Server{
+		upstream: upstream,
+		opts:     o,
+		unary:    unaryMethods(),
+	}
 	dopts := []grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithSharedWriteBuffer(true),
 		grpc.WithConnectParams(grpc.ConnectParams{
-			Backoff: backoff.Config{
-				BaseDelay:  50 * time.Millisecond,
-				Multiplier: 1.6,
-				Jitter:     0.2,
-				MaxDelay:   o.backoffMax,
-			},
+			Backoff:           h2.SideBackoff(o.backoffMax),
 			MinConnectTimeout: 5 * time.Second,
 		}),
+		// Never idle: the connection is kept up (WatchUpstream) so that its
+		// state is the runtime's.
+		grpc.WithIdleTimeout(0),
 		grpc.WithDefaultCallOptions(
 			grpc.ForceCodecV2(rawCodec{}),
 			grpc.MaxCallRecvMsgSize(o.maxMsgSize),
 			grpc.MaxCallSendMsgSize(o.maxMsgSize),
 		),
 	}
-	if o.dialer != nil {
-		dopts = append(dopts, grpc.WithContextDialer(o.dialer))
+	// Every attempt, and its error, is noted for UpstreamError. A target
+	// other than a unix socket keeps gRPC's own dialer, unobserved.
+	dial := o.dialer
+	if path, err := SocketPath(upstream); dial == nil && err == nil {
+		dial = func(ctx context.Context, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", path)
+		}
+	}
+	if dial != nil {
+		dopts = append(dopts, grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+			nc, err := dial(ctx, addr)
+			s.dialErr.Note(err)
+			return nc, err
+		}))
 	}
 	conn, err := grpc.NewClient(upstream, dopts...)
 	if err != nil {
 		return nil, fmt.Errorf("upstream %q: %w", upstream, err)
 	}
-	s := &Server{
-		upstream: upstream,
-		opts:     o,
-		unary:    unaryMethods(),
-		conn:     conn,
-	}
+	s.conn = conn
 	s.grpc = grpc.NewServer(
 		grpc.ForceServerCodecV2(rawCodec{}),
 		grpc.UnknownServiceHandler(s.handle),
@@ -178,6 +191,10 @@ func (s *Server) Conn() grpc.ClientConnInterface { return s.conn }
 
 // UpstreamState is the state of the connection to the runtime.
 func (s *Server) UpstreamState() connectivity.State { return s.conn.GetState() }
+
+// UpstreamError is the error of the last attempt to reach the runtime that
+// failed; nil if none failed (or the target is not a unix socket).
+func (s *Server) UpstreamError() error { return s.dialErr.Err() }
 
 // CheckUpstream asks the runtime for its Version: a runtime that answers is
 // ready.

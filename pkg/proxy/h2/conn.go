@@ -452,6 +452,7 @@ func (c *conn) upstream() (*side, error) {
 	ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
 	nc, err := c.s.dial(ctx)
 	cancel()
+	c.s.upstreamDialled(err)
 	if err != nil {
 		c.lastErr = err
 		if c.backoff == 0 {

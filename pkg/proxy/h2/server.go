@@ -42,6 +42,8 @@ type Server struct {
 	interceptors map[string]Interceptor
 	gconn        *grpc.ClientConn
 
+	dialErr LastError // the last failed attempt to reach the runtime
+
 	mu        sync.Mutex
 	closed    bool
 	listeners map[net.Listener]bool
@@ -77,13 +79,19 @@ func New(upstream string, o Options) (*Server, error) {
 	dopts := []grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithConnectParams(grpc.ConnectParams{
-			Backoff:           backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: o.BackoffMax},
+			Backoff:           SideBackoff(o.BackoffMax),
 			MinConnectTimeout: 5 * time.Second,
 		}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(o.MaxMsgSize), grpc.MaxCallSendMsgSize(o.MaxMsgSize)),
-	}
-	if o.Dialer != nil {
-		dopts = append(dopts, grpc.WithContextDialer(o.Dialer))
+		// Never idle: the connection is kept up (proxy.WatchUpstream) so
+		// that its state is the runtime's.
+		grpc.WithIdleTimeout(0),
+		// Every attempt, and its error, is noted for UpstreamError.
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
+			nc, err := s.dial(ctx)
+			s.dialErr.Note(err)
+			return nc, err
+		}),
 	}
 	gc, err := grpc.NewClient(upstream, dopts...)
 	if err != nil {
@@ -253,6 +261,53 @@ func (s *Server) Conn() grpc.ClientConnInterface { return s.gconn }
 
 // UpstreamState is the state of Conn.
 func (s *Server) UpstreamState() connectivity.State { return s.gconn.GetState() }
+
+// UpstreamError is the error of the last attempt to reach the runtime that
+// failed, by Conn or by a kubelet connection; nil if none failed.
+func (s *Server) UpstreamError() error { return s.dialErr.Err() }
+
+// upstreamDialled is told of every dial of a kubelet connection's runtime
+// connection. A success while Conn is not connected means the runtime is
+// back: Conn tries again at once instead of at the end of its backoff.
+func (s *Server) upstreamDialled(err error) {
+	s.dialErr.Note(err)
+	if err == nil && s.gconn.GetState() != connectivity.Ready {
+		s.gconn.ResetConnectBackoff()
+	}
+}
+
+// SideBackoff is the reconnect backoff of a connection whose state stands
+// for the runtime's: from 50ms up to max, jitter included, so that a
+// runtime that is back is seen within max.
+func SideBackoff(max time.Duration) backoff.Config {
+	const jitter = 0.2
+	return backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, Jitter: jitter,
+		MaxDelay: time.Duration(float64(max) / (1 + jitter))}
+}
+
+// LastError keeps the error of the last failed attempt to reach the
+// runtime. Its zero value is ready to use.
+type LastError struct {
+	mu  sync.Mutex
+	err error
+}
+
+// Note records err if it is not nil.
+func (l *LastError) Note(err error) {
+	if err == nil {
+		return
+	}
+	l.mu.Lock()
+	l.err = err
+	l.mu.Unlock()
+}
+
+// Err returns the last error noted, or nil.
+func (l *LastError) Err() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.err
+}
 
 // CheckUpstream asks the runtime for its Version.
 func (s *Server) CheckUpstream(ctx context.Context) (*runtimeapi.VersionResponse, error) {

@@ -1,0 +1,116 @@
+package proxy
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"time"
+
+	"google.golang.org/grpc/connectivity"
+)
+
+// HealthOptions configure WatchUpstream.
+type HealthOptions struct {
+	// Logger gets one line when the runtime becomes unreachable (with the
+	// error) and one when it answers again (with the downtime).
+	Logger *slog.Logger
+	// OnState is told every state of the connection to the runtime as it
+	// changes; OnReconnect every return to READY after a READY before. Both
+	// run on WatchUpstream's goroutine and must not block.
+	OnState     func(connectivity.State)
+	OnReconnect func()
+
+	now func() time.Time // tests
+}
+
+// stateConn is what WatchUpstream needs of a *grpc.ClientConn.
+type stateConn interface {
+	GetState() connectivity.State
+	WaitForStateChange(ctx context.Context, from connectivity.State) bool
+	Connect()
+}
+
+// WatchUpstream keeps the core's own connection to the runtime (Conn)
+// connected and follows its state until ctx ends or the core closes, so
+// that the state, and what OnState and the log say, is the runtime's
+// without anyone asking: a connection that nothing uses would otherwise go
+// IDLE when the runtime goes away, and stay IDLE, whatever the runtime
+// does. When the runtime goes away the connection sees it at once (its
+// socket closes, or the runtime sends GOAWAY), and while it is away the
+// connection tries again with a backoff capped at the core's reconnect
+// backoff (one second by default), so a runtime that is back is seen
+// within that. The frames core also makes the connection try at once when
+// one of its kubelet connections reaches the runtime.
+//
+// Run it in its own goroutine. It holds no lock and makes no call to the
+// runtime besides keeping the connection.
+func WatchUpstream(ctx context.Context, c Core, o HealthOptions) {
+	sc, ok := c.Conn().(stateConn)
+	if !ok {
+		return
+	}
+	watch(ctx, sc, c.Upstream(), c.UpstreamError, o)
+}
+
+func watch(ctx context.Context, c stateConn, upstream string, lastErr func() error, o HealthOptions) {
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	now := o.now
+	if now == nil {
+		now = time.Now
+	}
+	var (
+		wasReady bool      // the runtime answered at least once
+		down     time.Time // since when it has not; zero while it does
+		failed   bool      // an attempt failed in this outage (logged once it had answered)
+	)
+	s := c.GetState()
+	for {
+		if o.OnState != nil {
+			o.OnState(s)
+		}
+		switch s {
+		case connectivity.Ready:
+			if wasReady && o.OnReconnect != nil {
+				o.OnReconnect()
+			}
+			switch {
+			case failed && wasReady:
+				log.Info("runtime answers again", "upstream", upstream, "downtime", now().Sub(down).Round(time.Millisecond).String())
+			case failed:
+				// serve logged at start that it did not answer.
+				log.Info("runtime answers", "upstream", upstream, "after", now().Sub(down).Round(time.Millisecond).String())
+			case !down.IsZero():
+				log.Info("reconnected to the runtime", "upstream", upstream, "after", now().Sub(down).Round(time.Millisecond).String())
+			}
+			wasReady, down, failed = true, time.Time{}, false
+		case connectivity.Idle, connectivity.Connecting:
+			if wasReady && down.IsZero() {
+				down = now()
+			}
+			if s == connectivity.Idle {
+				c.Connect()
+			}
+		case connectivity.TransientFailure:
+			if down.IsZero() {
+				down = now()
+			}
+			if !failed && wasReady {
+				why := "the connection failed after it was made"
+				if err := lastErr(); err != nil {
+					why = err.Error()
+				}
+				log.Warn("runtime unreachable", "upstream", upstream, "error", why)
+			}
+			failed = true
+		case connectivity.Shutdown:
+			return
+		}
+		if !c.WaitForStateChange(ctx, s) {
+			return
+		}
+		s = c.GetState()
+	}
+}
