@@ -122,6 +122,8 @@ func newOOMGuard(t *testing.T) (*Guard, *fakeFacts, *kernelLog) {
 	return g, ff, fakeKernel(t)
 }
 
+const stopped24 = `failed to start sandbox "0f1e": failed to start sandbox container task "0f1e": cannot start a stopped process`
+
 const runcOOM = "failed to create containerd task: failed to create shim task: OCI runtime create failed: runc create failed: unable to start container process: container init was OOM-killed (memory limit too low?): unknown"
 
 func TestRunPodSandboxExplainsOOM(t *testing.T) {
@@ -135,6 +137,13 @@ func TestRunPodSandboxExplainsOOM(t *testing.T) {
 		"oom at start": {
 			parent: "/kubepods/pod-1mi", limit: 1 << 20, err: status.Error(codes.Unknown, runcOOM), kill: true,
 			want: "cri-guard: pod team-a/web: memory limit 1048576 bytes (1Mi): the pod sandbox (pause container) was OOM-killed while starting (evidence: the pod cgroup's oom_kill counter went from 2 to 3 during the call, the pod cgroup's peak usage since it was created is 1048576 bytes (1Mi), kernel, during the call, in the pod's cgroup: oom-kill:constraint=CONSTRAINT_MEMCG,oom_memcg=/kubepods/pod-1mi,task_memcg=/kubepods/pod-1mi,task=runc:[2:INIT],pid=7); fix: set the memory limit to at least 12Mi; runtime error: " + runcOOM,
+		},
+		"containerd 2.4: cannot start a stopped process, with the kill of the call": {
+			parent: "/kubepods/pod-1mi", limit: 1792 << 10, err: status.Error(codes.Unknown, stopped24), kill: true,
+			want: "cri-guard: pod team-a/web: memory limit 1048576 bytes (1Mi) (the pod cgroup's; the pod's Linux.Resources says 1835008 bytes (1792Ki)): the pod sandbox (pause container) was OOM-killed after the runtime created it and before it could start (evidence: the pod cgroup's oom_kill counter went from 2 to 3 during the call, the pod cgroup's peak usage since it was created is 1048576 bytes (1Mi), kernel, during the call, in the pod's cgroup: oom-kill:constraint=CONSTRAINT_MEMCG,oom_memcg=/kubepods/pod-1mi,task_memcg=/kubepods/pod-1mi,task=runc:[2:INIT],pid=7); fix: set the memory limit to at least 12Mi; runtime error: " + stopped24,
+		},
+		"containerd 2.4: cannot start a stopped process, no OOM in the call": {
+			parent: "/kubepods/pod-1mi", limit: 1 << 20, err: status.Error(codes.Unknown, stopped24),
 		},
 		"pattern, no evidence": {
 			parent: "/kubepods/pod-big", limit: 1 << 30, err: status.Error(codes.Unknown, runcOOM),
