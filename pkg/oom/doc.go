@@ -3,15 +3,26 @@
 //
 // It recognises the runtime errors that a too-small memory limit produces
 // (Classify), gathers the evidence that says whether memory really was the
-// cause — the cgroup's limit, its oom_kill counter before and after the
-// call, failcnt, peak usage, and the kernel's "oom-kill:" line from
-// /dev/kmsg — and writes the explanation (Explain).
+// cause — the pod cgroup's limit, its oom_kill, failcnt and (cgroup v2)
+// memory.events oom counters before and after the call, the container's
+// own cgroup, and the kernel's "oom-kill:" lines logged in /dev/kmsg during
+// the call (KernelWindow) — and writes the explanation (Explain).
 //
-// No evidence, no claim: a pattern alone is never enough. Explain says
-// something only when the cgroup's OOM counter went up, the kernel logged an
-// OOM kill in the pod's cgroup, the limit is small (below SmallLimit), or
-// the runtime's own error states the usage that the limit is below.
-// Otherwise the runtime's error goes back untouched.
+// No evidence, no claim: a pattern alone is never enough, and the evidence
+// must belong to the failing call. Explain says something only when an OOM
+// counter went up during the call, the kernel logged an OOM kill during it
+// in the failing container's cgroup (or, before there is one, the pod's),
+// the container's own cgroup counted a kill, the limit is small (below
+// SmallLimit; not enough for "cannot start a stopped process" or a failed
+// systemd scope, which need an OOM of the call), or the runtime's own
+// error states the usage or the minimum that the limit is below. The pod
+// cgroup's lifetime figures are never proof, and are named, as the pod's,
+// only for the pod sandbox. Otherwise the runtime's error goes back
+// untouched.
+//
+// A container's limit is the runtime's word (CRI status, or the OCI spec
+// in its verbose info, decoded with runtime-spec's types), else its own
+// cgroup's, else unknown (ResolveLimit): unknown is never "no limit".
 //
 // The explanation is one line, because the kubelet puts the runtime's
 // message into an event that `kubectl describe pod` shows on one line:
