@@ -67,7 +67,17 @@ type Options struct {
 	Snapshotter string
 	// MirrorHosts are extra upstream hosts to mirror (see DefaultMirrorHosts).
 	MirrorHosts []string
+	// ContainerdDir is a directory holding containerd and its runc v2 shim,
+	// e.g. the containerd 2.x that tools/containerd2.sh builds into
+	// $CRI_GUARD_CACHE/bin/containerd-v2.4.2. Empty: the directory in the
+	// environment variable CRI_GUARD_CONTAINERD_DIR (ContainerdDirEnv), and
+	// when that is empty too, containerd and the shim from PATH (Debian's).
+	ContainerdDir string
 }
+
+// ContainerdDirEnv names the environment variable that selects the
+// containerd build Start runs when Options.ContainerdDir is empty.
+const ContainerdDirEnv = "CRI_GUARD_CONTAINERD_DIR"
 
 // Runtime is a running private containerd with the CRI plugin. Close it to
 // remove every trace of it.
@@ -77,6 +87,16 @@ type Runtime struct {
 	Endpoint   string // "unix://" + Socket
 	ConfigPath string // containerd config.toml
 	LogPath    string // containerd stdout and stderr
+
+	// Containerd is the daemon's binary; the runc v2 shim is taken from the
+	// same directory (ShimPath).
+	Containerd string
+	ShimPath   string
+	// Version is what `containerd --version` says, e.g. "1.6.20~ds1" or
+	// "v2.4.2"; Major is its major version (1 or 2), which decides the
+	// configuration layout (version 2, or version 3 for containerd 2.x).
+	Version string
+	Major   int
 
 	Registry   *Registry
 	PauseRef   string // sandbox image
@@ -129,10 +149,16 @@ func Start(ctx context.Context, opts Options) (_ *Runtime, retErr error) {
 	if err := os.MkdirAll(dir, 0o711); err != nil {
 		return nil, fmt.Errorf("start containerd: %w", err)
 	}
-	for _, bin := range []string{"containerd", "containerd-shim-runc-v2", "runc"} {
-		if !present(bin) {
-			return nil, fmt.Errorf("start containerd: %s not found (see EnsurePackages)", bin)
-		}
+	ctrdBin, shimBin, err := containerdBinaries(opts.ContainerdDir)
+	if err != nil {
+		return nil, fmt.Errorf("start containerd: %w", err)
+	}
+	if !present("runc") {
+		return nil, errors.New("start containerd: runc not found (see EnsurePackages)")
+	}
+	version, major, err := ContainerdVersion(ctx, ctrdBin)
+	if err != nil {
+		return nil, fmt.Errorf("start containerd: %w", err)
 	}
 	id, err := randomHex(4)
 	if err != nil {
@@ -144,6 +170,10 @@ func Start(ctx context.Context, opts Options) (_ *Runtime, retErr error) {
 		Endpoint:   "unix://" + sock,
 		ConfigPath: filepath.Join(dir, "config.toml"),
 		LogPath:    filepath.Join(dir, "containerd.log"),
+		Containerd: ctrdBin,
+		ShimPath:   shimBin,
+		Version:    version,
+		Major:      major,
 		Registry:   NewRegistry(),
 		PauseRef:   PauseRef,
 		BusyboxRef: BusyboxRef,
@@ -217,8 +247,8 @@ func Start(ctx context.Context, opts Options) (_ *Runtime, retErr error) {
 			}
 		}
 	}
-	fmt.Fprintf(r.log, "harness: containerd ready at %s (snapshotter %s, cgroup root %s, network %s %s)\n",
-		r.Endpoint, r.Snapshotter, r.CgroupRoot, r.Bridge, r.Subnet)
+	fmt.Fprintf(r.log, "harness: containerd %s ready at %s (snapshotter %s, cgroup root %s, network %s %s)\n",
+		r.Version, r.Endpoint, r.Snapshotter, r.CgroupRoot, r.Bridge, r.Subnet)
 	return r, nil
 }
 
@@ -229,11 +259,13 @@ func (r *Runtime) startDaemon(ctx context.Context) error {
 	}
 	defer logf.Close()
 	// Not CommandContext: the daemon must outlive ctx; Close stops it.
-	cmd := exec.Command("containerd", "--config", r.ConfigPath)
+	cmd := exec.Command(r.Containerd, "--config", r.ConfigPath)
 	cmd.Dir = r.Dir
 	cmd.Stdout = logf
 	cmd.Stderr = logf
-	cmd.Env = append(os.Environ(), "TMPDIR="+filepath.Join(r.Dir, "tmp"))
+	// The shim's directory first on PATH: containerd looks the shim up
+	// there, and a shim of another version must not be picked up.
+	cmd.Env = append(withPathFirst(os.Environ(), filepath.Dir(r.ShimPath)), "TMPDIR="+filepath.Join(r.Dir, "tmp"))
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := os.MkdirAll(filepath.Join(r.Dir, "tmp"), 0o755); err != nil {
 		return err
@@ -259,6 +291,9 @@ func (r *Runtime) startDaemon(ctx context.Context) error {
 		return fmt.Errorf("%w\ncontainerd log (%s) ends with:\n%s", err, r.LogPath, r.LogTail(40))
 	}
 	fmt.Fprintf(r.log, "harness: CRI answers: %s %s (CRI %s)\n", v.RuntimeName, v.RuntimeVersion, v.RuntimeApiVersion)
+	if bad := configComplaints(r.LogPath); len(bad) > 0 {
+		return fmt.Errorf("containerd %s did not take the configuration %s as written:\n%s", r.Version, r.ConfigPath, strings.Join(bad, "\n"))
+	}
 	return nil
 }
 
@@ -297,6 +332,9 @@ func tomlString(s string) string {
 }
 
 func (r *Runtime) config() string {
+	if r.Major >= 2 {
+		return r.configV3()
+	}
 	q := tomlString
 	var b strings.Builder
 	fmt.Fprintf(&b, `# Written by the cri-guard test harness; see internal/harness.

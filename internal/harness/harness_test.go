@@ -97,13 +97,21 @@ func TestRuntimeEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.Close()
-	if out, err := exec.CommandContext(ctx, "ctr", "--address", rt.Socket, "--namespace", K8sNamespace,
+	if out, err := exec.CommandContext(ctx, rt.CtrPath(), "--address", rt.Socket, "--namespace", K8sNamespace,
 		"images", "import", "--snapshotter", rt.Snapshotter, archive).CombinedOutput(); err != nil {
 		t.Fatalf("ctr images import: %v: %s", err, out)
 	}
-	ist, err := is.ImageStatus(ctx, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: extra.Refs[0]}})
-	if err != nil || ist.Image == nil {
-		t.Errorf("imported image not visible through CRI: %v %v", ist, err)
+	// containerd 2.x updates its CRI image store from the image event, a
+	// moment after the import returns: poll (the deadline is a hang guard).
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		ist, err := is.ImageStatus(ctx, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: extra.Refs[0]}})
+		if err == nil && ist.Image != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("imported image not visible through CRI after 30s: %v %v", ist, err)
+			break
+		}
 	}
 
 	// Pod 1: host network, in a kubelet-style pod cgroup limited to 64 MiB.
