@@ -63,15 +63,35 @@ test: ## run every test: unit, fuzz and bench smoke, and the real-runtime end-to
 	@tools/phase.sh bench-smoke $(MAKE) --no-print-directory bench-smoke
 	@tools/phase.sh bench-smoke-real $(MAKE) --no-print-directory bench-smoke-real
 	@tools/phase.sh e2e-containerd-1.6 $(MAKE) --no-print-directory test-e2e-run
+	@tools/phase.sh containerd2-build $(MAKE) --no-print-directory containerd2
+	@tools/phase.sh e2e-containerd-2.4 $(MAKE) --no-print-directory test-e2e-containerd2
 	@tools/phase.sh --summary
 
 # The real-runtime end-to-end suite, output filtered to test lines; the whole
-# log is in $(BIN)/e2e.log.
+# log is in $(E2E_LOG). E2E_RUN selects tests (go test -run);
+# E2E_CONTAINERD_DIR is the containerd build to run (empty: Debian's, from PATH).
+E2E_LOG ?= $(BIN)/e2e.log
+E2E_RUN ?=
+E2E_CONTAINERD_DIR ?=
 .PHONY: test-e2e-run
 test-e2e-run:
-	CRI_GUARD_E2E=1 CRI_GUARD_BIN=$(CURDIR)/$(BIN)/cri-guard CRITEST=$(CURDIR)/$(BIN)/critest \
-		$(GO) test -count=1 -timeout 25m -v ./test/e2e/ ./internal/harness/ 2>&1 | tee $(BIN)/e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|critest' ; \
+	CRI_GUARD_E2E=1 CRI_GUARD_CONTAINERD_DIR=$(E2E_CONTAINERD_DIR) CRI_GUARD_BIN=$(CURDIR)/$(BIN)/cri-guard CRITEST=$(CURDIR)/$(BIN)/critest \
+		$(GO) test -count=1 -timeout 25m -v $(if $(E2E_RUN),-run '$(E2E_RUN)') ./test/e2e/ ./internal/harness/ 2>&1 | tee $(E2E_LOG) | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|critest' ; \
 		exit $${PIPESTATUS[0]}
+
+# containerd 2.x beside Debian's 1.6: built by tools/containerd2.sh into the
+# shared cache; the harness runs it when CRI_GUARD_CONTAINERD_DIR names it.
+CONTAINERD2_VERSION ?= v2.4.2
+CONTAINERD2_DIR := $(or $(CRI_GUARD_CACHE),/var/cache/cri-guard)/bin/containerd-$(CONTAINERD2_VERSION)
+
+.PHONY: containerd2
+containerd2: ## build containerd 2.x (CONTAINERD2_VERSION, default v2.4.2), its runc shim and ctr into the cache (cached)
+	CONTAINERD2_VERSION=$(CONTAINERD2_VERSION) tools/containerd2.sh
+
+.PHONY: test-e2e-containerd2
+test-e2e-containerd2: ## run the real-runtime suite incl. critest against containerd 2.x (as root; make build tools containerd2 first); log in bin/e2e-containerd2.log
+	@test -x $(CONTAINERD2_DIR)/containerd || { echo "no $(CONTAINERD2_DIR)/containerd: run make containerd2"; exit 1; }
+	$(MAKE) --no-print-directory test-e2e-run E2E_CONTAINERD_DIR=$(CONTAINERD2_DIR) E2E_LOG=$(BIN)/e2e-containerd2.log
 
 .PHONY: test-unit
 test-unit: ## run the unit tests only (no root needed)
