@@ -15,9 +15,50 @@ import (
 	"github.com/cri-guard/cri-guard/internal/harness"
 )
 
-// critestMinDirectPasses is the number of critest specs that must pass
-// against the bare containerd for the comparison to mean anything.
-const critestMinDirectPasses = 70
+// critestBaseline is what critest v1.37.0 does directly against one
+// containerd release on this project's machine kind (cgroup v1, cgroupfs,
+// runc 1.1.5, images from the loopback registry): the specs that must
+// pass for the comparison to mean anything, and the specs that fail even
+// directly, with why. A direct failure outside the list fails the test
+// (after a re-run): the runtime or the harness changed, and the README's
+// support matrix with it.
+type critestBaseline struct {
+	minPassed int
+	failing   map[string]string
+}
+
+const (
+	specDigest     = "[k8s.io] Image Manager public image with digest should be pulled and removed [Conformance]"
+	specHostPort   = "[k8s.io] Networking runtime should support networking runtime should support port mapping with host port and container port [Conformance]"
+	specMasked     = "[k8s.io] Security Context bucket runtime should support MaskedPaths"
+	specStopPodNF  = "[k8s.io] Idempotence StopPodSandbox should not return an error if not found"
+	specStopCtrNF  = "[k8s.io] Idempotence StopContainer should not return an error if not found"
+	whyDigest      = "a digest-pinned pull of an upstream manifest; it cannot be reproduced offline"
+	whyHostPort    = "the test network has no portmap CNI plugin"
+	whyMasked      = "the stand-in image's /bin/ls is a busybox symlink, and busybox-static runs applets without exec"
+	whyNotFound16  = "containerd 1.6 returns NotFound (fixed in 1.7)"
+	critestDefault = 70 // minimum direct passes for a containerd without a baseline
+)
+
+// critestBaselines is keyed by containerd's major.minor version.
+var critestBaselines = map[string]critestBaseline{
+	"1.6": {minPassed: 80, failing: map[string]string{
+		specDigest: whyDigest, specHostPort: whyHostPort, specMasked: whyMasked,
+		specStopPodNF: whyNotFound16, specStopCtrNF: whyNotFound16,
+	}},
+	"2.4": {minPassed: 95, failing: map[string]string{
+		specDigest: whyDigest, specHostPort: whyHostPort, specMasked: whyMasked,
+	}},
+}
+
+// majorMinor returns "1.6" for "1.6.20~ds1" and "2.4" for "v2.4.2".
+func majorMinor(version string) string {
+	parts := strings.SplitN(strings.TrimPrefix(version, "v"), ".", 3)
+	if len(parts) < 2 {
+		return version
+	}
+	return parts[0] + "." + parts[1]
+}
 
 // TestCritestParity runs the CRI validation suite (critest v1.37.0) against
 // a scratch containerd directly, then through cri-guard, and fails if any
@@ -116,12 +157,49 @@ func TestCritestParity(t *testing.T) {
 	}
 
 	direct := run("direct", rt.Endpoint, opts)
+	base, known := critestBaselines[majorMinor(rt.Version)]
+	if !known {
+		t.Logf("no critest baseline for containerd %s: only the parity and at least %d direct passes are checked", rt.Version, critestDefault)
+		base.minPassed = critestDefault
+	}
+	var unexpected []string
+	passed := direct.Count(critest.Passed)
 	for _, name := range direct.Names(critest.Failed) {
 		sp, _ := direct.Lookup(name)
-		t.Logf("direct FAIL: %s: %s", name, critestFirstLine(sp.Message))
+		why, ok := base.failing[name]
+		switch {
+		case ok:
+			t.Logf("direct FAIL (baseline: %s): %s: %s", why, name, critestFirstLine(sp.Message))
+		case known:
+			t.Logf("direct FAIL, not in the containerd %s baseline: %s: %s", majorMinor(rt.Version), name, critestFirstLine(sp.Message))
+			unexpected = append(unexpected, name)
+		default:
+			t.Logf("direct FAIL: %s: %s", name, critestFirstLine(sp.Message))
+		}
 	}
-	if len(opts.Focus) == 0 && direct.Count(critest.Passed) < critestMinDirectPasses {
-		t.Errorf("only %d critest specs pass directly, want at least %d", direct.Count(critest.Passed), critestMinDirectPasses)
+	for name := range base.failing {
+		if sp, ok := direct.Lookup(name); ok && sp.State == critest.Passed {
+			t.Logf("passes directly although the containerd %s baseline lists it as failing: %s", majorMinor(rt.Version), name)
+		}
+	}
+	if len(unexpected) > 0 && len(opts.Focus) == 0 {
+		// As for the comparison below: a timing-sensitive spec may fail
+		// once on a loaded machine; one that fails again is a change.
+		o := opts
+		o.Parallel = 1
+		o.Focus = []string{critest.FocusRegexp(unexpected)}
+		rerun := run("direct-rerun", rt.Endpoint, o)
+		for _, name := range unexpected {
+			if sp, ok := rerun.Lookup(name); ok && sp.State == critest.Passed {
+				t.Logf("passed directly on re-run: %s", name)
+				passed++
+			} else {
+				t.Errorf("fails directly against containerd %s and is not in its baseline (critestBaselines): %s: %s", rt.Version, name, critestFirstLine(sp.Message))
+			}
+		}
+	}
+	if len(opts.Focus) == 0 && passed < base.minPassed {
+		t.Errorf("only %d critest specs pass directly against containerd %s, want at least %d", passed, rt.Version, base.minPassed)
 	}
 	if os.Getenv("CRITEST_DIRECT_ONLY") == "1" {
 		return
