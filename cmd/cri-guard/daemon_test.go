@@ -130,7 +130,9 @@ type daemon struct {
 func start(t *testing.T, cmd *exec.Cmd) *daemon {
 	t.Helper()
 	d := &daemon{cmd: cmd, out: &lockedBuffer{}, exited: make(chan struct{})}
-	cmd.Stdout, cmd.Stderr = d.out, d.out
+	if cmd.Stdout == nil {
+		cmd.Stdout, cmd.Stderr = d.out, d.out
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

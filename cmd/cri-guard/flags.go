@@ -58,7 +58,7 @@ func newConfigFlags(name string) *configFlags {
 	str(&c.set.SocketGroup, "socket-group", "group of the socket, a name or a gid (default: root's)")
 	str(&c.set.MaxMessageSize, "max-message-size", "largest message relayed either way (default "+d.MaxMessageSize+")")
 	str(&c.set.Forwarding, "forwarding", "forwarding core: grpc or frames (HTTP/2 frame level) (default "+d.Forwarding+")")
-	str(&c.set.ShutdownTimeout, "shutdown-timeout", "how long a graceful stop waits for calls (default "+d.ShutdownTimeout+")")
+	str(&c.set.ShutdownTimeout, "shutdown-timeout", "hard cap of a graceful stop: calls in flight end on their own deadlines, those still open after this are cancelled (default "+d.ShutdownTimeout+")")
 	str(&c.set.LogFormat, "log-format", "text or json (default "+d.LogFormat+")")
 	str(&c.set.LogLevel, "log-level", "debug, info, warn or error (default "+d.LogLevel+")")
 	str(&c.set.MetricsListen, "metrics-listen", "host:port for /metrics, /healthz and /readyz (default off; loopback only)")

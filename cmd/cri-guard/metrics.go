@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -41,22 +43,25 @@ type runtimeInfo struct {
 }
 
 // startMetrics serves /metrics, /healthz, /readyz and /status on
-// cfg.MetricsListen, if set, until the returned stop is called. It also
-// keeps the connection to the runtime up, the upstream state gauge and
-// reconnect counter current, and logs when the runtime goes away and comes
-// back, until ctx ends (proxy.WatchUpstream).
-func startMetrics(ctx context.Context, cfg *config.Config, p proxy.Core, current *atomic.Pointer[config.Config], log *slog.Logger) (stop func(), err error) {
+// cfg.MetricsListen, if set, until the returned stop is called; on l when
+// it is not nil (handed over by a predecessor). It returns the listener it
+// serves on. It also keeps the connection to the runtime up, the upstream
+// state gauge and reconnect counter current, and logs when the runtime goes
+// away and comes back, until ctx ends or stop is called
+// (proxy.WatchUpstream).
+func startMetrics(ctx context.Context, cfg *config.Config, p proxy.Core, current *atomic.Pointer[config.Config], log *slog.Logger, l net.Listener) (stop func(), _ net.Listener, err error) {
 	metrics.SetBuildInfo(version, buildCommit(), criAPIVersion(), runtime.Version())
 	wctx, cancelWatch := context.WithCancel(ctx)
 	go proxy.WatchUpstream(wctx, p, proxy.HealthOptions{Logger: log,
 		OnState: metrics.SetUpstreamState, OnReconnect: metrics.UpstreamReconnects.Inc})
 	if cfg.MetricsListen == "" {
-		return cancelWatch, nil
+		return cancelWatch, nil, nil
 	}
-	l, err := metrics.Listen(cfg.MetricsListen, cfg.MetricsAllowNonLoopback)
-	if err != nil {
-		cancelWatch()
-		return nil, err
+	if l == nil {
+		if l, err = metrics.Listen(cfg.MetricsListen, cfg.MetricsAllowNonLoopback); err != nil {
+			cancelWatch()
+			return nil, nil, err
+		}
 	}
 	started := time.Now().UTC()
 	h := metrics.Handler(metrics.HandlerOptions{
@@ -88,11 +93,14 @@ func startMetrics(ctx context.Context, cfg *config.Config, p proxy.Core, current
 		}
 	}()
 	log.Info("metrics serving", "listen", l.Addr().String())
+	var once sync.Once
 	return func() {
-		cancelWatch()
-		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(sctx)
-		<-done
-	}, nil
+		once.Do(func() {
+			cancelWatch()
+			sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			_ = srv.Shutdown(sctx)
+			<-done
+		})
+	}, l, nil
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"log/slog"
+	"os"
 
 	"github.com/cri-guard/cri-guard/pkg/config"
 	"github.com/cri-guard/cri-guard/pkg/guard"
@@ -16,6 +17,7 @@ type reloader struct {
 	guard   *guard.Guard
 	level   *slog.LevelVar
 	log     *slog.Logger
+	refused string // the error of the last refused file, logged once
 }
 
 // fileChanged reports whether the file differs from the one last loaded.
@@ -23,12 +25,25 @@ func (r *reloader) fileChanged() bool {
 	return r.flags.path != "" && stampOf(r.flags.path) != r.flags.stamp
 }
 
-func (r *reloader) reload(why string) {
+// reload loads the file again and applies it. Each edit is applied, logged
+// and counted once, whatever triggers see it (the file watcher, SIGHUP,
+// `cri-guard reload`): a config that is already in force is not applied
+// again, and a refused one is logged and counted once until it changes;
+// every trigger still gets the answer.
+func (r *reloader) reload(why string) ctlReply {
 	_, cfg, err := r.flags.load()
 	if err != nil {
-		r.log.Error("config reload refused; the last good config stays in force", "trigger", why, "error", err)
-		reloads.WithLabelValues("failure").Inc()
-		return
+		if err.Error() != r.refused {
+			r.refused = err.Error()
+			r.log.Error("config reload refused; the last good config stays in force", "trigger", why, "error", err)
+			reloads.WithLabelValues("failure").Inc()
+		}
+		return ctlReply{Error: err.Error() + "\nthe last good config stays in force (" + r.current.Digest + ")", Digest: r.current.Digest, PID: os.Getpid()}
+	}
+	r.refused = ""
+	if cfg.Digest == r.current.Digest {
+		r.log.Debug("config unchanged", "trigger", why, "config-digest", cfg.Digest)
+		return ctlReply{OK: true, Digest: cfg.Digest, PID: os.Getpid()}
 	}
 	old := r.current
 	for _, k := range []struct {
@@ -55,4 +70,5 @@ func (r *reloader) reload(why string) {
 	reloads.WithLabelValues("success").Inc()
 	r.log.Info("config reloaded", "trigger", why, "config-digest", cfg.Digest, "mode", string(cfg.Policy.Mode),
 		"sandbox-min-memory", cfg.Policy.Floors.Sandbox, "container-min-memory", cfg.Policy.Floors.Container)
+	return ctlReply{OK: true, Changed: true, Digest: cfg.Digest, PID: os.Getpid()}
 }

@@ -18,6 +18,7 @@ type command struct {
 var commands = []command{
 	{"serve", "run the proxy between the kubelet and the runtime", serve},
 	{"check-config", "validate a configuration file", func(_ context.Context, args []string) error { return checkConfig(args) }},
+	{"reload", "make the running daemon apply its config file (or hand over to a replaced binary); fails if refused", reloadCmd},
 	{"explain", "explain why a pod cannot start or was OOM-killed", explain},
 	{"status", "ask a running daemon for its version, config digest and upstream state", statusCmd},
 	{"calibrate", "measure the smallest memory limits that start on this node", calibrateCmd},

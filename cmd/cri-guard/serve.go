@@ -23,7 +23,7 @@ import (
 	"github.com/cri-guard/cri-guard/pkg/proxy"
 )
 
-func serve(ctx context.Context, args []string) error {
+func serve(ctx context.Context, args []string) (err error) {
 	flags := newConfigFlags("serve")
 	cfg, err := flags.parse(args)
 	if err != nil {
@@ -36,6 +36,30 @@ func serve(ctx context.Context, args []string) error {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	exe := currentExecutable()
+
+	// A daemon already serving this socket hands its sockets over; this
+	// process then serves them and tells it to drain and exit.
+	ctlPath, err := controlPath(cfg)
+	if err != nil {
+		return err
+	}
+	inh, err := takeOver(ctlPath)
+	if err != nil {
+		return err
+	}
+	if inh != nil {
+		defer func() {
+			if err != nil { // not started: the predecessor goes on serving
+				inh.conn.Close()
+				inh.cri.Close()
+				inh.control.Close()
+				if inh.metrics != nil {
+					inh.metrics.Close()
+				}
+			}
+		}()
+	}
 
 	g, err := guard.New(guard.Options{
 		Policy: &cfg.Policy,
@@ -63,20 +87,44 @@ func serve(ctx context.Context, args []string) error {
 
 	var current atomic.Pointer[config.Config]
 	current.Store(cfg)
-	stopMetrics, err := startMetrics(ctx, cfg, p, &current, log)
+	var ml net.Listener
+	if inh != nil && inh.metrics != nil {
+		if inh.metricsAt == cfg.MetricsListen {
+			ml, inh.metrics = inh.metrics, nil
+		} else {
+			inh.metrics.Close()
+			inh.metrics = nil
+		}
+	}
+	stopMetrics, ml, err := startMetrics(ctx, cfg, p, &current, log, ml)
 	if err != nil {
 		p.Close()
 		return err
 	}
 	defer stopMetrics()
 
-	l, activated, err := listen(cfg)
-	if err != nil {
-		p.Close()
-		return err
+	var l net.Listener
+	var ctl *net.UnixListener
+	activated := false
+	if inh != nil {
+		l, ctl, activated = inh.cri, inh.control, inh.activated
+	} else {
+		if l, activated, err = listen(cfg); err != nil {
+			p.Close()
+			return err
+		}
+		if ctl, err = listenControl(ctlPath); err != nil {
+			l.Close()
+			p.Close()
+			return err
+		}
 	}
 	served := make(chan error, 1)
 	go func() { served <- p.Serve(l) }()
+	cs := newControlServer(ctl, log, exe, func() ([]*os.File, ctlReply, error) {
+		return handoverFiles(l, ctl, ml, cfg.MetricsListen, activated)
+	})
+	go cs.serve()
 
 	// Try the runtime once before saying we are ready, so the log tells at
 	// once whether it answers. cri-guard serves either way.
@@ -89,17 +137,31 @@ func serve(ctx context.Context, args []string) error {
 	cancel()
 	log.Info("cri-guard serving", "listen", cfg.Listen, "socket-activated", activated, "version", version, "forwarding", cfg.Forwarding,
 		"mode", string(cfg.Policy.Mode), "sandbox-min-memory", cfg.Policy.Floors.Sandbox,
-		"container-min-memory", cfg.Policy.Floors.Container, "config-digest", cfg.Digest)
-	if _, err := daemon.SdNotify(false, daemon.SdNotifyReady); err != nil {
+		"container-min-memory", cfg.Policy.Floors.Container, "config-digest", cfg.Digest, "pid", os.Getpid())
+	if inh != nil {
+		// systemd first: the predecessor, its main process, exits soon.
+		// NotifyAccess=all lets a process other than the main one say so.
+		if _, err := daemon.SdNotify(false, fmt.Sprintf("MAINPID=%d\n%s", os.Getpid(), daemon.SdNotifyReady)); err != nil {
+			log.Warn("sd_notify failed", "error", err)
+		}
+		if err := inh.ready(); err != nil {
+			log.Warn("the predecessor did not confirm the handover", "pid", inh.from, "error", err)
+		} else {
+			log.Info("took over from the running daemon; it drains and exits", "pid", inh.from)
+		}
+	} else if _, err := daemon.SdNotify(false, daemon.SdNotifyReady); err != nil {
 		log.Warn("sd_notify failed", "error", err)
 	}
 
 	r := &reloader{flags: flags, current: cfg, guard: g, level: level, log: log}
 	tick := time.NewTicker(2 * time.Second)
 	defer tick.Stop()
+	var why string
+loop:
 	for {
 		select {
 		case err := <-served:
+			cs.close()
 			return fmt.Errorf("serve: %w", err)
 		case <-hup:
 			r.reload("SIGHUP")
@@ -109,19 +171,37 @@ func serve(ctx context.Context, args []string) error {
 				r.reload("file changed")
 				current.Store(r.current)
 			}
+		case rc := <-cs.reloads:
+			rep := r.reload("reload request")
+			current.Store(r.current)
+			rc <- rep
+		case pid := <-cs.handed:
+			why = fmt.Sprintf("handed over to pid %d", pid)
+			// The successor answers /metrics and /status from now on.
+			stopMetrics()
+			break loop
 		case <-ctx.Done():
-			log.Info("stopping", "grace", cfg.ShutdownTimeout)
-			sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
-			err := p.Shutdown(sctx)
-			cancel()
-			<-served
-			if errors.Is(err, context.DeadlineExceeded) {
-				log.Warn("calls still open at the shutdown deadline were cancelled")
-				return nil
-			}
-			return err
+			why = "signal"
+			break loop
 		}
 	}
+	// Stop accepting (the socket stays: a successor or systemd has it),
+	// end the event streams at once and let the calls in flight end on
+	// their own deadlines; shutdownTimeout is only the safety net.
+	cs.close()
+	log.Info("stopping: no new connections; event streams ended; waiting for the calls in flight", "why", why, "hard-cap", cfg.ShutdownTimeout)
+	start := time.Now()
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	err = p.Shutdown(sctx)
+	cancel()
+	<-served
+	cs.wait(5 * time.Second)
+	if errors.Is(err, context.DeadlineExceeded) {
+		log.Warn("calls still open at the hard cap (shutdownTimeout) were cancelled", "hard-cap", cfg.ShutdownTimeout)
+		return nil
+	}
+	log.Info("stopped", "drained-in", time.Since(start).Round(time.Millisecond))
+	return err
 }
 
 // listen returns the socket passed by systemd, if any, or creates one.
@@ -146,7 +226,14 @@ func listen(cfg *config.Config) (net.Listener, bool, error) {
 		return nil, false, fmt.Errorf("%w; set socketMode and socketGroup no wider than the runtime's socket", err)
 	}
 	l, err := proxy.Listen(cfg.Listen, cfg.SocketMode, cfg.SocketGID)
-	return l, false, err
+	if err != nil {
+		return nil, false, err
+	}
+	// The socket file stays when this process stops: a successor that was
+	// handed the socket, or that already bound a new one at the same path,
+	// must not lose it. A successor replaces a stale file.
+	l.(*net.UnixListener).SetUnlinkOnClose(false)
+	return l, false, nil
 }
 
 func newLogger(cfg *config.Config, level *slog.LevelVar) *slog.Logger {

@@ -62,7 +62,7 @@ var Defaults = File{
 	SocketMode:         "0660",
 	MaxMessageSize:     "16Mi",
 	Forwarding:         proxy.ForwardingFrames,
-	ShutdownTimeout:    "10s",
+	ShutdownTimeout:    "2m",
 	LogFormat:          "text",
 	LogLevel:           "info",
 	CgroupRoot:         facts.DefaultRoot,

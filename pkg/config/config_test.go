@@ -14,7 +14,7 @@ func TestResolveDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.Listen != "unix:///run/cri-guard/cri-guard.sock" || c.Upstream != "unix:///run/containerd/containerd.sock" ||
-		c.SocketMode != 0o660 || c.SocketGID != -1 || c.MaxMessageSize != 16<<20 || c.Forwarding != "frames" || c.ShutdownTimeout != 10*time.Second ||
+		c.SocketMode != 0o660 || c.SocketGID != -1 || c.MaxMessageSize != 16<<20 || c.Forwarding != "frames" || c.ShutdownTimeout != 2*time.Minute ||
 		c.Policy.Mode != policy.ModeReject || c.Policy.Floors != (policy.Floors{Sandbox: 12 << 20, Container: 12 << 20}) {
 		t.Errorf("defaults: %+v", c)
 	}

@@ -41,7 +41,8 @@ func (bytesCodec) Unmarshal(data []byte, v any) error {
 
 // fakeRuntime answers every method. Metadata keys steer it:
 // x-code (return that status), x-count (stream that many replies),
-// x-size (reply of that many bytes), x-block (wait for cancellation).
+// x-size (reply of that many bytes), x-block (wait for cancellation),
+// x-sleep (take that long, a duration, before answering).
 type fakeRuntime struct {
 	mu        sync.Mutex
 	requests  map[string][]byte
@@ -94,6 +95,13 @@ func (f *fakeRuntime) handle(_ any, ss grpc.ServerStream) error {
 			return v[0]
 		}
 		return ""
+	}
+	if d, err := time.ParseDuration(get("x-sleep")); err == nil {
+		select { // a slow call, such as a StopContainer with a grace period
+		case <-time.After(d):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 	if get("x-block") != "" {
 		<-ctx.Done()
@@ -761,35 +769,99 @@ func TestInterceptorReplyBytes(t *testing.T) {
 	})
 }
 
-func TestShutdownEndsStreams(t *testing.T) {
+// Shutdown ends a GetContainerEvents stream at once, with Unavailable, and
+// waits for an ordinary call in flight to end on its own, however long it
+// takes: before, the stream held Shutdown until its deadline and the call
+// was cut there.
+func TestShutdownEndsStreamsAndWaitsForCalls(t *testing.T) {
 	forEachCore(t, func(t *testing.T) {
 		e := newEnv(t)
-		ctx := metadata.AppendToOutgoingContext(context.Background(), "x-block", "1")
-		done := make(chan error, 1)
+		const events = "/runtime.v1.RuntimeService/GetContainerEvents"
+		const stop = "/runtime.v1.RuntimeService/StopContainer"
+		streamEnd := make(chan error, 1)
 		go func() {
-			_, err := e.stream(ctx, "/runtime.v1.RuntimeService/GetContainerEvents", []byte("r"))
-			done <- err
+			ctx := metadata.AppendToOutgoingContext(context.Background(), "x-block", "1")
+			_, err := e.stream(ctx, events, []byte("r"))
+			streamEnd <- err
 		}()
-		time.Sleep(100 * time.Millisecond)
-		sctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		callEnd := make(chan error, 1)
+		go func() {
+			// Longer than the old shutdown's whole grace would have been here.
+			ctx := metadata.AppendToOutgoingContext(context.Background(), "x-sleep", "1500ms")
+			ctx, cancel := context.WithTimeout(ctx, time.Minute)
+			defer cancel()
+			_, err := e.call(ctx, stop, []byte("c"))
+			callEnd <- err
+		}()
+		for e.fake.lastRequest(events) == nil || e.fake.lastRequest(stop) == nil {
+			time.Sleep(5 * time.Millisecond)
+		}
+		// The hang guard only: Shutdown must not need it.
+		sctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		start := time.Now()
+		shut := make(chan error, 1)
+		go func() { shut <- e.proxy.Shutdown(sctx) }()
+		select {
+		case err := <-streamEnd:
+			t.Logf("stream ended %v after Shutdown began", time.Since(start))
+			if status.Code(err) != codes.Unavailable || !strings.Contains(status.Convert(err).Message(), "subscribe again") {
+				t.Errorf("stream ended with %v, want Unavailable ... subscribe again", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("Shutdown did not end the event stream")
+		}
+		select {
+		case m := <-e.fake.cancelled:
+			if m != events {
+				t.Errorf("runtime saw %s cancelled, want %s", m, events)
+			}
+		case <-time.After(30 * time.Second):
+			t.Error("the runtime's side of the stream was not cancelled")
+		}
+		select {
+		case err := <-shut:
+			t.Fatalf("Shutdown returned %v before the call in flight ended", err)
+		case err := <-callEnd:
+			if err != nil {
+				t.Errorf("the call in flight: %v, want it answered", err)
+			}
+		}
+		if err := <-shut; err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+		if err := e.proxy.Serve(bufconn.Listen(10)); !errors.Is(err, ErrServerClosed) {
+			t.Errorf("Serve after Shutdown: %v", err)
+		}
+	})
+}
+
+// The hard cap: a call that outlives Shutdown's context is cancelled.
+func TestShutdownDeadlineCancelsCalls(t *testing.T) {
+	forEachCore(t, func(t *testing.T) {
+		e := newEnv(t)
+		const method = "/runtime.v1.RuntimeService/ExecSync"
+		done := make(chan error, 1)
+		go func() {
+			ctx := metadata.AppendToOutgoingContext(context.Background(), "x-block", "1")
+			_, err := e.call(ctx, method, []byte("x"))
+			done <- err
+		}()
+		for e.fake.lastRequest(method) == nil {
+			time.Sleep(5 * time.Millisecond)
+		}
+		sctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		defer cancel()
 		if err := e.proxy.Shutdown(sctx); !errors.Is(err, context.DeadlineExceeded) {
 			t.Errorf("Shutdown: got %v, want DeadlineExceeded", err)
-		}
-		if d := time.Since(start); d > 2*time.Second {
-			t.Errorf("Shutdown took %v", d)
 		}
 		select {
 		case err := <-done:
 			if err == nil {
-				t.Error("the event stream ended without an error")
+				t.Error("the call outliving the hard cap was answered")
 			}
-		case <-time.After(5 * time.Second):
-			t.Fatal("the event stream was not ended by Shutdown")
-		}
-		if err := e.proxy.Serve(bufconn.Listen(10)); !errors.Is(err, ErrServerClosed) {
-			t.Errorf("Serve after Shutdown: %v", err)
+		case <-time.After(30 * time.Second):
+			t.Fatal("the call was not ended at the hard cap")
 		}
 	})
 }

@@ -147,10 +147,21 @@ func (s *Server) reply(ss grpc.ServerStream, resp *frame, hdr, tlr metadata.MD, 
 // relayStream forwards a call of any kind, message by message, in both
 // directions, without decoding.
 func (s *Server) relayStream(ss grpc.ServerStream, method string) error {
-	ctx, cancel := context.WithCancel(outgoing(ss.Context()))
+	ctx, cancelCause := context.WithCancelCause(outgoing(ss.Context()))
+	cancel := func() { cancelCause(context.Canceled) }
 	defer cancel()
+	if h2.Streaming(method) {
+		// Shutdown ends it at once: such a stream never ends by itself.
+		if !s.trackStream(&cancelCause) {
+			return h2.StoppingStatus().Err()
+		}
+		defer s.untrackStream(&cancelCause)
+	}
 	cs, err := s.conn.NewStream(ctx, streamDesc, method, callOptions(ss.Context())...)
 	if err != nil {
+		if context.Cause(ctx) == errStopping {
+			return h2.StoppingStatus().Err()
+		}
 		return s.upstreamError(err)
 	}
 	go s.forwardRequests(ss, cs, cancel)
@@ -167,6 +178,9 @@ func (s *Server) relayStream(ss grpc.ServerStream, method string) error {
 			ss.SetTrailer(cs.Trailer())
 			if errors.Is(err, io.EOF) {
 				return nil
+			}
+			if context.Cause(ctx) == errStopping {
+				return h2.StoppingStatus().Err()
 			}
 			return s.upstreamError(err)
 		}

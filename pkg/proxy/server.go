@@ -28,8 +28,10 @@ type Server struct {
 	conn     *grpc.ClientConn
 	dialErr  h2.LastError // the last failed attempt to reach the runtime
 
-	mu     sync.Mutex
-	closed bool
+	mu       sync.Mutex
+	closed   bool
+	stopping bool                              // Shutdown has begun
+	streams  map[*context.CancelCauseFunc]bool // streaming calls in flight
 }
 
 // New returns a Server that forwards to upstream, a gRPC target such as
@@ -151,10 +153,12 @@ func (s *Server) markClosed() bool {
 	return was
 }
 
-// Shutdown stops accepting calls and waits for the calls in flight. When ctx
-// ends first, the remaining calls are cancelled (their callers see
-// Unavailable or Canceled) and ctx's error is returned. Streams such as
-// GetContainerEvents never end by themselves, so give ctx a deadline.
+// Shutdown stops accepting connections and calls, ends the streaming calls
+// such as GetContainerEvents at once with h2.StoppingStatus (they never end
+// by themselves), and waits for the other calls in flight, which end on
+// their own deadlines. When ctx ends first, the remaining calls are
+// cancelled (their callers see Unavailable or Canceled) and ctx's error is
+// returned: ctx is a safety net, not the expected way out.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.markClosed()
 	done := make(chan struct{})
@@ -162,6 +166,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.grpc.GracefulStop()
 		close(done)
 	}()
+	s.mu.Lock()
+	s.stopping = true
+	for cancel := range s.streams {
+		(*cancel)(errStopping)
+	}
+	s.mu.Unlock()
 	var err error
 	select {
 	case <-done:
@@ -171,6 +181,30 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		err = ctx.Err()
 	}
 	return errors.Join(err, s.conn.Close())
+}
+
+// errStopping is the cause with which Shutdown cancels a streaming call.
+var errStopping = errors.New("cri-guard: stopping")
+
+// trackStream registers a streaming call's cancel, so that Shutdown can end
+// it; it returns false, and registers nothing, once Shutdown has begun.
+func (s *Server) trackStream(cancel *context.CancelCauseFunc) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopping {
+		return false
+	}
+	if s.streams == nil {
+		s.streams = map[*context.CancelCauseFunc]bool{}
+	}
+	s.streams[cancel] = true
+	return true
+}
+
+func (s *Server) untrackStream(cancel *context.CancelCauseFunc) {
+	s.mu.Lock()
+	delete(s.streams, cancel)
+	s.mu.Unlock()
 }
 
 // Close stops at once: listeners close and calls in flight are cancelled.

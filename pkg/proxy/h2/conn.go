@@ -212,8 +212,8 @@ func (c *conn) close() {
 	c.s.forget(c)
 }
 
-// drain refuses new calls and closes the connection once the calls in
-// flight are done.
+// drain refuses new calls, ends the streaming calls (endStreams) and
+// closes the connection once the other calls in flight are done.
 func (c *conn) drain() {
 	c.mu.Lock()
 	c.draining = true
@@ -227,12 +227,16 @@ func (c *conn) drain() {
 	last := c.k.lastID
 	c.k.mu.Unlock()
 	// Not on the caller's goroutine: a kubelet that does not read must not
-	// hold up a shutdown.
+	// hold up a shutdown. The GOAWAY is queued before the streams' ends
+	// (control frames are written first), so a client that subscribes
+	// again on seeing its stream end does so on a new connection.
 	go func() {
 		c.k.control(nil, func(fr *http2.Framer) error { return fr.WriteGoAway(last, http2.ErrCodeNo, nil) })
 		if idle {
 			c.k.finish()
+			return
 		}
+		c.endStreams()
 	}()
 }
 

@@ -212,8 +212,13 @@ func (s *Server) stop() (conns []*conn, first bool) {
 	return conns, first
 }
 
-// Shutdown stops accepting calls and waits for the calls in flight. When ctx
-// ends first, the remaining calls are cancelled and ctx's error is returned.
+// Shutdown stops accepting connections and calls, ends the streaming calls
+// such as GetContainerEvents at once with StoppingStatus, and waits for the
+// other calls in flight, which end on their own deadlines. When ctx ends
+// first, the remaining calls are cancelled and ctx's error is returned: ctx
+// is a safety net, not the expected way out. The listeners are closed;
+// whether that removes a unix socket's file is the listener's choice
+// (net.UnixListener.SetUnlinkOnClose).
 func (s *Server) Shutdown(ctx context.Context) error {
 	conns, _ := s.stop()
 	s.mu.Lock()
