@@ -48,8 +48,8 @@ type ctlReply struct {
 	OK    bool   `json:"ok"`
 	Error string `json:"error,omitempty"`
 	// For handover: which descriptors come with the message.
-	Activated bool `json:"activated,omitempty"` // the CRI socket came from systemd
-	Metrics   string `json:"metrics,omitempty"` // metricsListen of the metrics descriptor
+	Activated bool   `json:"activated,omitempty"` // the CRI socket came from systemd
+	Metrics   string `json:"metrics,omitempty"`   // metricsListen of the metrics descriptor
 	// For reload.
 	Digest   string `json:"digest,omitempty"`
 	Changed  bool   `json:"changed,omitempty"`
