@@ -184,7 +184,9 @@ func TestUnitContents(t *testing.T) {
 	}{
 		{"notify", svc, "Service.Type", []string{"notify"}},
 		{"exec", svc, "Service.ExecStart", []string{"/usr/local/bin/cri-guard serve --config /etc/cri-guard/config.yaml"}},
-		{"reload", svc, "Service.ExecReload", []string{"/bin/kill -HUP $MAINPID"}},
+		{"reload", svc, "Service.ExecReload", []string{"/usr/local/bin/cri-guard reload --config /etc/cri-guard/config.yaml"}},
+		{"successor may notify", svc, "Service.NotifyAccess", []string{"all"}},
+		{"stop outlasts the hard cap", svc, "Service.TimeoutStopSec", []string{"150s"}},
 		{"restart", svc, "Service.Restart", []string{"always"}},
 		{"after every runtime", svc, "Unit.After", []string{"containerd.service crio.service cri-docker.socket cri-docker.service cri-guard.socket"}},
 		{"before kubelet", svc, "Unit.Before", []string{"kubelet.service"}},

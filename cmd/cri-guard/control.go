@@ -57,6 +57,11 @@ type ctlReply struct {
 	PID      int    `json:"pid,omitempty"`
 }
 
+// controlEnv names the control socket for a successor that a daemon
+// starts itself (upgrade): with socket activation its path follows the
+// socket systemd passed, which the successor does not get from systemd.
+const controlEnv = "CRI_GUARD_CONTROL"
+
 // controlPath is the control socket of the daemon whose CRI socket is
 // cfg.Listen.
 func controlPath(cfg *config.Config) (string, error) {
@@ -320,7 +325,8 @@ func handoverFiles(cri net.Listener, ctl *net.UnixListener, metrics net.Listener
 
 // controlServer answers on the control socket of a serving daemon.
 type controlServer struct {
-	l       *net.UnixListener
+	l       *net.UnixListener // nil: none could be made
+	path    string
 	log     *slog.Logger
 	exe     executable
 	files   func() ([]*os.File, ctlReply, error)
@@ -334,12 +340,15 @@ type controlServer struct {
 	wg        sync.WaitGroup
 }
 
-func newControlServer(l *net.UnixListener, log *slog.Logger, exe executable, files func() ([]*os.File, ctlReply, error)) *controlServer {
-	return &controlServer{l: l, log: log, exe: exe, files: files,
+func newControlServer(l *net.UnixListener, path string, log *slog.Logger, exe executable, files func() ([]*os.File, ctlReply, error)) *controlServer {
+	return &controlServer{l: l, path: path, log: log, exe: exe, files: files,
 		reloads: make(chan chan ctlReply), handed: make(chan int, 1), successor: map[int]chan int{}}
 }
 
 func (cs *controlServer) serve() {
+	if cs.l == nil {
+		return
+	}
 	for {
 		c, err := cs.l.AcceptUnix()
 		if err != nil {
@@ -359,7 +368,9 @@ func (cs *controlServer) close() {
 	cs.mu.Lock()
 	cs.closed = true
 	cs.mu.Unlock()
-	cs.l.Close()
+	if cs.l != nil {
+		cs.l.Close()
+	}
 }
 
 // wait waits up to d for the answers under way.
@@ -468,6 +479,7 @@ func (cs *controlServer) reload() ctlReply {
 func (cs *controlServer) upgrade() ctlReply {
 	cmd := exec.Command(cs.exe.path, os.Args[1:]...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = nil, os.Stdout, os.Stderr
+	cmd.Env = append(os.Environ(), controlEnv+"="+cs.path)
 	took := make(chan int, 1)
 	exited := make(chan error, 1)
 	cs.mu.Lock()

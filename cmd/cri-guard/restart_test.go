@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -467,4 +468,112 @@ func stopPID(pid int) {
 		}
 	}
 	syscall.Kill(pid, syscall.SIGKILL)
+}
+
+// execReload returns the unit's ExecReload command line, with the binary
+// and the config file replaced by bin and cfg.
+func execReload(t *testing.T, bin, cfg string) []string {
+	t.Helper()
+	b, err := os.ReadFile("../../systemd/cri-guard.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "ExecReload="); ok {
+			v = strings.ReplaceAll(v, "/usr/local/bin/cri-guard", bin)
+			v = strings.ReplaceAll(v, "/etc/cri-guard/config.yaml", cfg)
+			return strings.Fields(v)
+		}
+	}
+	t.Fatal("cri-guard.service has no ExecReload=")
+	return nil
+}
+
+func metricValue(t *testing.T, addr, series string) string {
+	t.Helper()
+	_, body := httpGet(t, "http://"+addr+"/metrics")
+	for _, line := range strings.Split(body, "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+// TestReloadThroughTheUnit runs the unit's ExecReload command as systemctl
+// reload does: a refused file makes it fail, with the reason, and the last
+// good config stays; a good one is applied. Each edit is applied, logged
+// and counted once although the file watcher, SIGHUP and the command all
+// see it. Before, ExecReload was a bare kill -HUP, which succeeds whatever
+// the daemon makes of the file, and the watcher and SIGHUP both applied it.
+func TestReloadThroughTheUnit(t *testing.T) {
+	bin := binary(t)
+	dir := shortDir(t)
+	up := fakeRuntime(t, dir)
+	cfg := filepath.Join(dir, "config.yaml")
+	addr := freePort(t)
+	sock := "unix://" + filepath.Join(dir, "g.sock")
+	base := "listen: " + sock + "\nupstream: " + up + "\nmetricsListen: " + addr + "\n"
+	write := func(s string) {
+		t.Helper()
+		if err := os.WriteFile(cfg+".tmp", []byte(base+s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(cfg+".tmp", cfg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("mode: reject\n")
+	d := start(t, exec.Command(bin, "serve", "--config", cfg))
+	if _, err := version(sock, 20*time.Second); err != nil {
+		t.Fatalf("daemon: %v\n%s", err, d.out.String())
+	}
+	reload := execReload(t, bin, cfg)
+	runReload := func() (string, error) {
+		out, err := exec.Command(reload[0], reload[1:]...).CombinedOutput()
+		return string(out), err
+	}
+	// Every trigger at once, then long enough for the watcher (2 s) twice.
+	allTriggers := func() (string, error) {
+		d.cmd.Process.Signal(syscall.SIGHUP)
+		out, err := runReload()
+		time.Sleep(4500 * time.Millisecond)
+		d.cmd.Process.Signal(syscall.SIGHUP)
+		time.Sleep(300 * time.Millisecond)
+		return out, err
+	}
+
+	write("mode: audit\n")
+	out, err := allTriggers()
+	if err != nil || !regexp.MustCompile(`^config (reloaded|unchanged): sha256:[0-9a-f]{64}`).MatchString(out) {
+		t.Errorf("reload of a good file: %v\n%s", err, out)
+	}
+	if got := strings.Count(d.out.String(), `msg="config reloaded"`); got != 1 {
+		t.Errorf("one edit logged %d times as reloaded:\n%s", got, d.out.String())
+	}
+	if v := metricValue(t, addr, `cri_guard_config_reloads_total{result="success"}`); v != "1" {
+		t.Errorf("successful reloads counted %q, want 1", v)
+	}
+
+	write("mode: block\n")
+	out, err = allTriggers()
+	if err == nil {
+		t.Errorf("the unit's reload of a refused file succeeded:\n%s", out)
+	}
+	for _, want := range []string{`mode: "block": must be reject, raise or audit`, "the running daemon keeps its config"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the refused reload's output lacks %q:\n%s", want, out)
+		}
+	}
+	if got := strings.Count(d.out.String(), `msg="config reload refused`); got != 1 {
+		t.Errorf("one bad edit logged %d times as refused:\n%s", got, d.out.String())
+	}
+	if v := metricValue(t, addr, `cri_guard_config_reloads_total{result="failure"}`); v != "1" {
+		t.Errorf("refused reloads counted %q, want 1", v)
+	}
+	// audit is still in force.
+	code, body := httpGet(t, "http://"+addr+"/status")
+	if code != 200 || !strings.Contains(body, `"mode": "audit"`) {
+		t.Errorf("after the refused reload /status says %d %s, want mode audit", code, body)
+	}
 }

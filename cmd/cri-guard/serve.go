@@ -38,16 +38,28 @@ func serve(ctx context.Context, args []string) (err error) {
 	defer signal.Stop(hup)
 	exe := currentExecutable()
 
-	// A daemon already serving this socket hands its sockets over; this
-	// process then serves them and tells it to drain and exit.
-	ctlPath, err := controlPath(cfg)
+	// The CRI socket: passed by systemd (cri-guard.socket), or handed over
+	// by a daemon already serving it, which then drains and exits, or made
+	// here. The control socket is the CRI socket's path plus ".ctl".
+	al, err := activated(cfg)
 	if err != nil {
 		return err
 	}
-	inh, err := takeOver(ctlPath)
-	if err != nil {
-		return err
+	var inh *inherited
+	var ctlPath string
+	if al != nil {
+		ctlPath = al.Addr().String() + ".ctl"
+	} else {
+		if ctlPath = os.Getenv(controlEnv); ctlPath == "" {
+			if ctlPath, err = controlPath(cfg); err != nil {
+				return err
+			}
+		}
+		if inh, err = takeOver(ctlPath); err != nil {
+			return err
+		}
 	}
+	os.Unsetenv(controlEnv)
 	if inh != nil {
 		defer func() {
 			if err != nil { // not started: the predecessor goes on serving
@@ -105,24 +117,30 @@ func serve(ctx context.Context, args []string) (err error) {
 
 	var l net.Listener
 	var ctl *net.UnixListener
-	activated := false
-	if inh != nil {
-		l, ctl, activated = inh.cri, inh.control, inh.activated
-	} else {
-		if l, activated, err = listen(cfg); err != nil {
-			p.Close()
-			return err
-		}
-		if ctl, err = listenControl(ctlPath); err != nil {
-			l.Close()
+	isActivated := al != nil
+	switch {
+	case inh != nil:
+		l, ctl, isActivated = inh.cri, inh.control, inh.activated
+	case al != nil:
+		l = al
+	default:
+		if l, err = listen(cfg); err != nil {
 			p.Close()
 			return err
 		}
 	}
+	if ctl == nil {
+		// Without it the daemon serves all the same; only handover and
+		// `cri-guard reload` need it.
+		if ctl, err = listenControl(ctlPath); err != nil {
+			log.Warn("no control socket: cri-guard reload and handover to a new process are not available; SIGHUP reloads", "error", err)
+			err = nil
+		}
+	}
 	served := make(chan error, 1)
 	go func() { served <- p.Serve(l) }()
-	cs := newControlServer(ctl, log, exe, func() ([]*os.File, ctlReply, error) {
-		return handoverFiles(l, ctl, ml, cfg.MetricsListen, activated)
+	cs := newControlServer(ctl, ctlPath, log, exe, func() ([]*os.File, ctlReply, error) {
+		return handoverFiles(l, ctl, ml, cfg.MetricsListen, isActivated)
 	})
 	go cs.serve()
 
@@ -135,7 +153,7 @@ func serve(ctx context.Context, args []string) (err error) {
 		log.Info("runtime answers", "upstream", cfg.Upstream, "runtime", v.GetRuntimeName(), "version", v.GetRuntimeVersion())
 	}
 	cancel()
-	log.Info("cri-guard serving", "listen", cfg.Listen, "socket-activated", activated, "version", version, "forwarding", cfg.Forwarding,
+	log.Info("cri-guard serving", "listen", cfg.Listen, "socket-activated", isActivated, "version", version, "forwarding", cfg.Forwarding,
 		"mode", string(cfg.Policy.Mode), "sandbox-min-memory", cfg.Policy.Floors.Sandbox,
 		"container-min-memory", cfg.Policy.Floors.Container, "config-digest", cfg.Digest, "pid", os.Getpid())
 	if inh != nil {
@@ -204,36 +222,41 @@ loop:
 	return err
 }
 
-// listen returns the socket passed by systemd, if any, or creates one.
-func listen(cfg *config.Config) (net.Listener, bool, error) {
+// activated returns the socket passed by systemd, if any.
+func activated(cfg *config.Config) (net.Listener, error) {
 	ls, err := activation.Listeners()
 	if err != nil {
-		return nil, false, fmt.Errorf("socket activation: %w", err)
+		return nil, fmt.Errorf("socket activation: %w", err)
 	}
-	if len(ls) > 0 {
-		if len(ls) > 1 || ls[0] == nil {
-			return nil, false, fmt.Errorf("socket activation: want one unix socket, got %d", len(ls))
-		}
-		// The same rule as for a socket of our own: systemd made this one
-		// with the socket unit's SocketMode=, SocketUser= and SocketGroup=.
-		if err := proxy.CheckListenerNotWider(ls[0], cfg.Upstream); err != nil {
-			ls[0].Close()
-			return nil, false, fmt.Errorf("socket activation: %w; set SocketMode= and SocketGroup= of cri-guard.socket no wider than the runtime's socket", err)
-		}
-		return ls[0], true, nil
+	if len(ls) == 0 {
+		return nil, nil
 	}
+	if len(ls) > 1 || ls[0] == nil {
+		return nil, fmt.Errorf("socket activation: want one unix socket, got %d", len(ls))
+	}
+	// The same rule as for a socket of our own: systemd made this one
+	// with the socket unit's SocketMode=, SocketUser= and SocketGroup=.
+	if err := proxy.CheckListenerNotWider(ls[0], cfg.Upstream); err != nil {
+		ls[0].Close()
+		return nil, fmt.Errorf("socket activation: %w; set SocketMode= and SocketGroup= of cri-guard.socket no wider than the runtime's socket", err)
+	}
+	return ls[0], nil
+}
+
+// listen creates the CRI socket at cfg.Listen.
+func listen(cfg *config.Config) (net.Listener, error) {
 	if err := proxy.CheckNotWider(cfg.SocketMode, cfg.SocketGID, cfg.Upstream); err != nil {
-		return nil, false, fmt.Errorf("%w; set socketMode and socketGroup no wider than the runtime's socket", err)
+		return nil, fmt.Errorf("%w; set socketMode and socketGroup no wider than the runtime's socket", err)
 	}
 	l, err := proxy.Listen(cfg.Listen, cfg.SocketMode, cfg.SocketGID)
 	if err != nil {
-		return nil, false, err
+		return nil, err
 	}
 	// The socket file stays when this process stops: a successor that was
 	// handed the socket, or that already bound a new one at the same path,
 	// must not lose it. A successor replaces a stale file.
 	l.(*net.UnixListener).SetUnlinkOnClose(false)
-	return l, false, nil
+	return l, nil
 }
 
 func newLogger(cfg *config.Config, level *slog.LevelVar) *slog.Logger {
