@@ -23,6 +23,8 @@ var commands = []command{
 	{"status", "ask a running daemon for its version, config digest and upstream state", statusCmd},
 	{"calibrate", "measure the smallest memory limits that start on this node", calibrateCmd},
 	{"kubelet-dropin", "put the kubelet drop-in in place, take it out, or show what points the kubelet at cri-guard", kubeletDropinCmd},
+	{"lint", "check Kubernetes manifests against the memory floors, for CI and pre-commit", lintCmd},
+	{"admission-policy", "print a ValidatingAdmissionPolicy that applies the floors at admission", admissionPolicyCmd},
 	{"version", "print the version", func(context.Context, []string) error { fmt.Println(versionString()); return nil }},
 }
 

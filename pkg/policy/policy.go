@@ -60,6 +60,10 @@ type Pod struct {
 	Namespace, Name, UID string
 	RuntimeHandler       string
 	Labels, Annotations  map[string]string
+	// Kind names the object that carries the pod's spec, for messages
+	// about a manifest checked before it runs ("Deployment" says
+	// "deployment team-a/web"); empty on the node, where it is a pod.
+	Kind string
 }
 
 // LimitState says what is known of a memory limit.
@@ -178,10 +182,10 @@ func (c *Config) Decide(r Request) Decision {
 	}
 }
 
-// pageSize is the page size the kernel rounds a memory limit down to. The
+// PageSize is the page size the kernel rounds a memory limit down to. The
 // policy is pure, so it does not ask the host; a host with bigger pages
 // gets both values named where they differ.
-const pageSize = 4 * KiB
+const PageSize = 4 * KiB
 
 // podLimit is the pod's limit: the cgroup where it can be read, else the
 // request's hints, sized as the kubelet sizes the pod cgroup (the pod's
@@ -234,7 +238,7 @@ func podLimitText(r Request, b int64, fromCgroup bool, floor int64) (string, int
 	hinted := r.PodLimit + max(r.Overhead, 0)
 	withOverhead := func() string {
 		if r.Overhead > 0 {
-			return fmt.Sprintf("%s (%s plus %s of pod overhead)", Bytes(hinted), Bytes(r.PodLimit), Bytes(r.Overhead))
+			return Bytes(hinted) + " (" + Bytes(r.PodLimit) + OverheadPlus + Bytes(r.Overhead) + OverheadOf
 		}
 		return Bytes(r.PodLimit)
 	}
@@ -243,13 +247,12 @@ func podLimitText(r Request, b int64, fromCgroup bool, floor int64) (string, int
 		return withOverhead(), r.PodLimit
 	case r.PodLimit <= 0:
 		return limitText(b, true), b
-	case hinted&^(pageSize-1) == b && hinted < floor:
+	case hinted&^(PageSize-1) == b && hinted < floor:
 		return withOverhead(), r.PodLimit
-	case hinted&^(pageSize-1) == b:
-		return fmt.Sprintf("%s (the pod cgroup's limit: the kernel rounds limits down to whole pages, so the %s the pod asked for read back as %s)",
-			Bytes(b), withOverhead(), Bytes(b)), b
+	case hinted&^(PageSize-1) == b:
+		return Bytes(b) + RoundedSo + withOverhead() + RoundedReadBack + Bytes(b) + ")", b
 	}
-	return fmt.Sprintf("%s (the pod cgroup's limit; the pod's Linux.Resources says %s)", limitText(b, false), withOverhead()), b
+	return limitText(b, false) + CgroupSays + withOverhead() + ")", b
 }
 
 func (c *Config) decideContainer(r Request, floor int64) Decision {
@@ -284,7 +287,11 @@ func (c *Config) decideContainer(r Request, floor int64) Decision {
 }
 
 func podName(r Request) string {
-	return "pod " + orUnknown(r.Pod.Namespace) + "/" + orUnknown(r.Pod.Name)
+	kind := "pod"
+	if r.Pod.Kind != "" {
+		kind = strings.ToLower(r.Pod.Kind)
+	}
+	return kind + " " + orUnknown(r.Pod.Namespace) + "/" + orUnknown(r.Pod.Name)
 }
 
 func orUnknown(s string) string {
@@ -297,8 +304,8 @@ func orUnknown(s string) string {
 // limitText says a limit; fromCgroup marks a value read back from the pod
 // cgroup, which the kernel has rounded down to whole pages.
 func limitText(b int64, fromCgroup bool) string {
-	if fromCgroup && b < 4*KiB {
-		return fmt.Sprintf("%s (the pod cgroup's limit; the kernel rounds limits below one page down to 0)", Bytes(b))
+	if fromCgroup && b < PageSize {
+		return Bytes(b) + CgroupRounded
 	}
 	return Bytes(b)
 }
@@ -309,13 +316,42 @@ func advice(b, floor int64) string {
 	switch {
 	case b == 1:
 		// 500m of memory is half a byte: the kubelet rounds it up to 1.
-		return `; the "m" suffix means thousandths, so a limit such as 500m is half a byte (rounded up to 1 byte): did you mean Mi, as in 500Mi?`
+		return AdviceMilli
 	case b < MiB && b*MiB >= floor:
-		return fmt.Sprintf("; a memory quantity without a unit is bytes, did you mean %dMi?", b)
+		return fmt.Sprintf("%s%dMi?", AdviceNoUnitPrefix, b)
 	case b < MiB:
 		// Never less than a page: the kernel reads a smaller limit as 0.
-		return fmt.Sprintf("; a memory quantity without a unit is bytes: give the limit in Mi or Gi, at least %s", Size(max(floor, pageSize)))
+		return AdviceNoUnitGive + Size(max(floor, PageSize))
 	default:
-		return fmt.Sprintf("; set the memory limit to at least %s", Size(floor))
+		return AdviceAtLeast + Size(floor)
 	}
 }
+
+// The words that messages are made of, exported for the admission policy,
+// which says them too (package admission); TestCasesAdmission holds the
+// two to the same text.
+const (
+	// AdviceMilli follows a limit of 1 byte.
+	AdviceMilli = `; the "m" suffix means thousandths, so a limit such as 500m is half a byte (rounded up to 1 byte): did you mean Mi, as in 500Mi?`
+	// AdviceNoUnitPrefix, the limit and "Mi?" follow a limit below 1Mi
+	// that would pass in Mi.
+	AdviceNoUnitPrefix = "; a memory quantity without a unit is bytes, did you mean "
+	// AdviceNoUnitGive and the floor (at least a page) follow any other
+	// limit below 1Mi.
+	AdviceNoUnitGive = "; a memory quantity without a unit is bytes: give the limit in Mi or Gi, at least "
+	// AdviceAtLeast and the floor follow a limit of 1Mi or more.
+	AdviceAtLeast = "; set the memory limit to at least "
+	// CgroupRounded follows a pod limit read back from a pod cgroup below
+	// one page.
+	CgroupRounded = " (the pod cgroup's limit; the kernel rounds limits below one page down to 0)"
+	// A limit with overhead: hinted (limit OverheadPlus overhead OverheadOf
+	OverheadPlus = " plus "
+	OverheadOf   = " of pod overhead)"
+	// The cgroup's limit b when the pod's was rounded down: b RoundedSo
+	// asked RoundedReadBack b ")".
+	RoundedSo       = " (the pod cgroup's limit: the kernel rounds limits down to whole pages, so the "
+	RoundedReadBack = " the pod asked for read back as "
+	// The cgroup's limit when Linux.Resources says another: b CgroupSays
+	// asked ")".
+	CgroupSays = " (the pod cgroup's limit; the pod's Linux.Resources says "
+)

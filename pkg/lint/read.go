@@ -1,0 +1,173 @@
+package lint
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+
+	yamlv3 "go.yaml.in/yaml/v3"
+	"sigs.k8s.io/yaml"
+)
+
+// document is one object of an input: its JSON, as kubectl would send it,
+// and the line of each of its fields.
+type document struct {
+	line  int            // the object's first line
+	json  []byte         // nil for an empty document
+	lines map[string]int // field path ("spec.containers[0].name") to line
+	err   error          // the document does not parse
+}
+
+// lineOf returns the line of path, or of the nearest field above it that is
+// in the document.
+func (d *document) lineOf(path string) int {
+	for path != "" {
+		if l, ok := d.lines[path]; ok {
+			return l
+		}
+		i := strings.LastIndexAny(path, ".[")
+		if i < 0 {
+			break
+		}
+		path = path[:i]
+	}
+	return d.line
+}
+
+var yamlLine = regexp.MustCompile(`line (\d+)`)
+
+// errLine is the line that the document's parse error names, else the
+// document's first.
+func (d *document) errLine() int {
+	if m := yamlLine.FindStringSubmatch(d.err.Error()); m != nil {
+		if n, err := strconv.Atoi(m[1]); err == nil {
+			return n
+		}
+	}
+	return d.line
+}
+
+// documents splits an input into its documents: YAML documents separated
+// by "---" lines, or a stream of JSON values. A document that does not
+// parse is returned with its error, and the others are still read.
+func documents(data []byte) []document {
+	trimmed := bytes.TrimLeft(data, " \t\r\n")
+	if len(trimmed) > 0 && (trimmed[0] == '{' || trimmed[0] == '[') {
+		return jsonDocuments(data)
+	}
+	var docs []document
+	start, line := 0, 1
+	var buf []byte
+	flush := func() {
+		if d, ok := yamlDocument(buf, start); ok {
+			docs = append(docs, d)
+		}
+	}
+	for _, l := range bytes.SplitAfter(data, []byte("\n")) {
+		if sep := bytes.TrimRight(l, "\r\n"); bytes.HasPrefix(sep, []byte("---")) &&
+			(len(sep) == 3 || sep[3] == ' ' || sep[3] == '\t') {
+			flush()
+			buf, start = nil, line+1
+			if rest := bytes.TrimSpace(sep[3:]); len(rest) > 0 && rest[0] != '#' {
+				// "--- {a: b}": the document starts on the separator's line.
+				buf, start = append(buf, sep[3:]...), line
+				buf = append(buf, '\n')
+			}
+		} else {
+			if buf == nil {
+				start = line
+			}
+			buf = append(buf, l...)
+		}
+		line++
+	}
+	flush()
+	return docs
+}
+
+// yamlDocument converts one YAML document; ok is false for an empty one.
+func yamlDocument(src []byte, first int) (document, bool) {
+	d := document{line: first, lines: map[string]int{}}
+	var root yamlv3.Node
+	if err := yamlv3.Unmarshal(src, &root); err != nil {
+		d.err = shiftLine(err, first)
+		return d, true
+	}
+	if len(root.Content) == 0 || root.Content[0].Tag == "!!null" {
+		return d, false
+	}
+	record(root.Content[0], "", first-1, d.lines)
+	d.line = root.Content[0].Line + first - 1
+	j, err := yaml.YAMLToJSON(src)
+	if err != nil {
+		d.err = shiftLine(err, first)
+		return d, true
+	}
+	d.json = j
+	return d, true
+}
+
+// shiftLine makes a parser's "line N" count from the input's start.
+func shiftLine(err error, first int) error {
+	msg := yamlLine.ReplaceAllStringFunc(err.Error(), func(m string) string {
+		n, _ := strconv.Atoi(m[len("line "):])
+		return "line " + strconv.Itoa(n+first-1)
+	})
+	return fmt.Errorf("%s", msg)
+}
+
+// jsonDocuments reads a stream of JSON values.
+func jsonDocuments(data []byte) []document {
+	var docs []document
+	dec := json.NewDecoder(bytes.NewReader(data))
+	for {
+		var raw json.RawMessage
+		off := dec.InputOffset()
+		if err := dec.Decode(&raw); err != nil {
+			if err.Error() == "EOF" {
+				return docs
+			}
+			first := 1 + bytes.Count(data[:off], []byte("\n"))
+			docs = append(docs, document{line: first, err: err})
+			return docs
+		}
+		// The value starts after any white space at off.
+		start := int(off) + len(data[off:]) - len(bytes.TrimLeft(data[off:], " \t\r\n"))
+		first := 1 + bytes.Count(data[:start], []byte("\n"))
+		d := document{line: first, json: raw, lines: map[string]int{}}
+		var root yamlv3.Node
+		if yamlv3.Unmarshal(raw, &root) == nil && len(root.Content) > 0 {
+			record(root.Content[0], "", first-1, d.lines)
+		}
+		docs = append(docs, d)
+	}
+}
+
+// record notes the line of every field under n.
+func record(n *yamlv3.Node, path string, shift int, lines map[string]int) {
+	switch n.Kind {
+	case yamlv3.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			p := k.Value
+			if path != "" {
+				p = path + "." + k.Value
+			}
+			lines[p] = k.Line + shift
+			record(v, p, shift, lines)
+		}
+	case yamlv3.SequenceNode:
+		for i, v := range n.Content {
+			p := path + "[" + strconv.Itoa(i) + "]"
+			lines[p] = v.Line + shift
+			record(v, p, shift, lines)
+		}
+	case yamlv3.AliasNode:
+		if n.Alias != nil {
+			record(n.Alias, path, shift, lines)
+		}
+	}
+}
