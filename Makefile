@@ -56,6 +56,7 @@ test: ## run every test: unit, fuzz and bench smoke, and the real-runtime end-to
 	@mkdir -p $(BIN); rm -f $(BIN)/phases.txt
 	@tools/phase.sh deps $(MAKE) --no-print-directory deps build tools
 	@tools/phase.sh k8s-bins $(MAKE) --no-print-directory k8s-bins
+	@tools/phase.sh apiserver $(MAKE) --no-print-directory test-apiserver-run
 	@tools/phase.sh vet $(GO) vet ./...
 	@tools/phase.sh unit $(GO) test -count=1 ./...
 	@tools/phase.sh package $(MAKE) --no-print-directory test-package
@@ -66,6 +67,17 @@ test: ## run every test: unit, fuzz and bench smoke, and the real-runtime end-to
 	@tools/phase.sh containerd2-build $(MAKE) --no-print-directory containerd2
 	@tools/phase.sh e2e-containerd-2.4 $(MAKE) --no-print-directory test-e2e-containerd2
 	@tools/phase.sh --summary
+
+.PHONY: test-apiserver
+test-apiserver: k8s-bins test-apiserver-run ## run the generated admission policy against a real kube-apiserver and etcd on loopback (no root needed)
+
+# The admission policy against the cached kube-apiserver and etcd that
+# k8s-bins built.
+.PHONY: test-apiserver-run
+test-apiserver-run:
+	@eval "$$(tools/k8s/build.sh --print)"; \
+	CRI_GUARD_KUBE_APISERVER=$$KUBE_APISERVER CRI_GUARD_ETCD=$$ETCD \
+		$(GO) test -count=1 -timeout 15m -v -run '^TestAdmissionPolicy$$' ./test/apiserver/
 
 # The real-runtime end-to-end suite, output filtered to test lines; the whole
 # log is in $(E2E_LOG). E2E_RUN and E2E_SKIP select tests (go test -run, -skip);
