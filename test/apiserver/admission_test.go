@@ -159,6 +159,7 @@ func TestAdmissionPolicy(t *testing.T) {
 		if err == nil || err.Error() != want {
 			t.Fatalf("got  %v\nwant %s", err, want)
 		}
+		t.Logf("kubectl apply would print: Error from server (Forbidden): error when creating \"deploy.yaml\": %v", err)
 	})
 	t.Run("a Deployment of 2000Mi is created", func(t *testing.T) {
 		if err := apply(ctx, dyn, caseNamed(t, "Deployment of 2000Mi").YAML, false); err != nil {
@@ -204,6 +205,7 @@ func TestAdmissionPolicy(t *testing.T) {
 		if !reflect.DeepEqual(got, want) {
 			t.Fatalf("warnings\n  %q\nwant\n  %q", got, want)
 		}
+		t.Logf("kubectl apply would print: Warning: %s", got[0])
 		d, err := c.client.AppsV1().Deployments("team-a").Get(ctx, "web", metav1.GetOptions{})
 		if err != nil {
 			t.Fatal(err)
