@@ -577,3 +577,65 @@ func TestReloadThroughTheUnit(t *testing.T) {
 		t.Errorf("after the refused reload /status says %d %s, want mode audit", code, body)
 	}
 }
+
+// TestFailedHandoverKeepsServing: a successor that fails after it was
+// handed the sockets (here: its metrics address is taken), and an upgrade
+// whose new binary does not start, leave the running daemon serving, and
+// `cri-guard reload` says the upgrade was refused.
+func TestFailedHandoverKeepsServing(t *testing.T) {
+	bin := binary(t)
+	dir := shortDir(t)
+	up := fakeRuntime(t, dir)
+	exe := filepath.Join(dir, "cri-guard")
+	copyFile(t, bin, exe)
+	sock := "unix://" + filepath.Join(dir, "g.sock")
+	logf, err := os.Create(filepath.Join(dir, "daemon.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	cmd := exec.Command(exe, "serve", "--listen", sock, "--upstream", up)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	old := start(t, cmd)
+	logText := func() string { b, _ := os.ReadFile(logf.Name()); return string(b) }
+	if _, err := version(sock, 20*time.Second); err != nil {
+		t.Fatalf("daemon: %v\n%s", err, logText())
+	}
+
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	n := start(t, exec.Command(bin, "serve", "--listen", sock, "--upstream", up, "--metrics-listen", busy.Addr().String()))
+	waitExit(t, n, "the failing successor")
+	if n.err == nil || !strings.Contains(n.out.String(), "address already in use") {
+		t.Errorf("successor: exit %v, output:\n%s", n.err, n.out.String())
+	}
+	waitFor(t, "the old daemon to log the failed handover", func() bool {
+		return strings.Contains(logText(), "the new process went away before serving; this one goes on serving")
+	})
+	if _, err := version(sock, 5*time.Second); err != nil {
+		t.Fatalf("after a failed handover: %v\n%s", err, logText())
+	}
+
+	// A new "binary" that cannot serve.
+	if err := os.WriteFile(exe+".new", []byte("#!/bin/sh\necho broken >&2\nexit 3\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(exe+".new", exe); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(bin, "reload", "--listen", sock, "--upstream", up).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "upgrade refused: the new binary exited before serving (exit status 3)") {
+		t.Errorf("reload with a broken new binary: %v\n%s", err, out)
+	}
+	if _, err := version(sock, 5*time.Second); err != nil {
+		t.Fatalf("after a refused upgrade: %v\n%s", err, logText())
+	}
+	select {
+	case <-old.exited:
+		t.Fatalf("the daemon exited:\n%s", logText())
+	default:
+	}
+}
