@@ -565,6 +565,13 @@ func TestReloadThroughTheUnit(t *testing.T) {
 			t.Errorf("the refused reload's output lacks %q:\n%s", want, out)
 		}
 	}
+	// The daemon heard of the bad file only through SIGHUP and the watcher:
+	// wait until it counted it, then a watcher period more for a second
+	// count that must not come.
+	waitFor(t, "the refused reload counted", func() bool {
+		return metricValue(t, addr, `cri_guard_config_reloads_total{result="failure"}`) != ""
+	})
+	time.Sleep(2500 * time.Millisecond)
 	if got := strings.Count(d.out.String(), `msg="config reload refused`); got != 1 {
 		t.Errorf("one bad edit logged %d times as refused:\n%s", got, d.out.String())
 	}
