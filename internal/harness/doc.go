@@ -14,6 +14,9 @@
 //   - images.go:     the two standard images, pause and busybox.
 //   - registry.go:   a read-only loopback OCI distribution registry.
 //   - containerd.go: starting a private containerd and its configuration.
+//   - containerd2.go: choosing the containerd build (Debian's 1.6 from PATH,
+//     or a directory such as 2.4.2 from tools/containerd2.sh), and the
+//     configuration layout containerd 2.x reads (version 3).
 //   - cleanup.go:    tearing it down again and checking nothing is left.
 //   - cgroup.go:     kubelet-style pod cgroups.
 //   - cri.go:        dialing a CRI endpoint.
@@ -21,8 +24,9 @@
 //
 // What it is not: it is not a kubelet, not a general container engine
 // wrapper, and not meant for production. It needs root, Linux, containerd
-// 1.6+, runc, the CNI plugins in /usr/lib/cni and busybox-static (see
-// EnsurePackages). It never uses or touches a system containerd
+// 1.6+ (2.x from the directory in Options.ContainerdDir or
+// $CRI_GUARD_CONTAINERD_DIR), runc, the CNI plugins in /usr/lib/cni and
+// busybox-static (see EnsurePackages). It never uses or touches a system containerd
 // (/run/containerd/containerd.sock, /var/lib/containerd), and it only sends
 // network traffic over loopback or inside network namespaces it created.
 //
