@@ -264,7 +264,7 @@ func relayEvents(t *testing.T, rt *harness.Runtime, g *harness.Guard) {
 			t.Errorf("event %d differs:\ndirect:            %v\nthrough cri-guard: %v", i, d[i], r[i])
 		}
 	}
-	t.Logf("%d events of the test's pod on each stream, equal; other events (beacons, containerd's backlog, other tests): %d directly, %d through cri-guard",
+	t.Logf("%d events of the test's pod compared; other events (beacons, containerd's backlog, other tests): %d directly, %d through cri-guard",
 		len(d), direct.others(id, sb), relayed.others(id, sb))
 }
 
