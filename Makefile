@@ -22,6 +22,8 @@ LDFLAGS  := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 # Debian packages the real-runtime tests and the demo use; lintian and rpm
 # check the packages (make test-package).
 DEB_PKGS := containerd runc containernetworking-plugins busybox-static gcc libc6-dev iproute2 systemd lintian rpm
+# ... and the node VM (make test-node): its image builder and qemu.
+DEB_PKGS += mmdebstrap qemu-system-x86 qemu-utils e2fsprogs
 FUZZTIME ?= 10s
 
 .DEFAULT_GOAL := help
@@ -66,6 +68,7 @@ test: ## run every test: unit, fuzz and bench smoke, and the real-runtime end-to
 	@tools/phase.sh e2e-containerd-1.6 $(MAKE) --no-print-directory test-e2e-run
 	@tools/phase.sh containerd2-build $(MAKE) --no-print-directory containerd2
 	@tools/phase.sh e2e-containerd-2.4 $(MAKE) --no-print-directory test-e2e-containerd2
+	@tools/phase.sh node-vm $(MAKE) --no-print-directory test-node-run
 	@tools/phase.sh --summary
 
 .PHONY: test-apiserver
@@ -109,6 +112,18 @@ containerd2: ## build containerd 2.x (CONTAINERD2_VERSION, default v2.4.2), its 
 test-e2e-containerd2: ## run the real-runtime suite incl. critest against containerd 2.x (as root; make build tools containerd2 first); log in bin/e2e-containerd2.log
 	@test -x $(CONTAINERD2_DIR)/containerd || { echo "no $(CONTAINERD2_DIR)/containerd: run make containerd2"; exit 1; }
 	$(MAKE) --no-print-directory test-e2e-run E2E_CONTAINERD_DIR=$(CONTAINERD2_DIR) E2E_LOG=$(BIN)/e2e-containerd2.log E2E_SKIP='$(E2E2_SKIP)' 
+
+# The node VM (test/node): Debian trixie, systemd, cgroup v2, containerd 1.7
+# with the systemd driver, a standalone kubelet, cri-guard installed the
+# operator's way. The whole in-VM log is in bin/node/.
+NODE_TIMEOUT ?= 40m
+.PHONY: test-node
+test-node: deps build tools k8s-bins package ## boot the node VM (qemu) and run the node scenarios against a real kubelet (as root); logs in bin/node/
+	@$(MAKE) --no-print-directory test-node-run
+
+.PHONY: test-node-run
+test-node-run:
+	CRI_GUARD_NODE=1 CRI_GUARD_NODE_TIMEOUT=$(NODE_TIMEOUT) CRI_GUARD_NODE_DEB=$(wildcard $(CURDIR)/$(BIN)/pkg/cri-guard_*_amd64.deb) $(GO) test -count=1 -timeout 60m -v -run '^TestNode$$' ./test/node/
 
 .PHONY: test-unit
 test-unit: ## run the unit tests only (no root needed)
