@@ -223,13 +223,19 @@ func measureAll(relays []*relay, suite, workload string, c int, dur time.Duratio
 // 0.80-1.00x with 6 rounds, 0.96-1.00x with 24); a share shorter than a
 // call would measure warm-ups.
 func roundsFor(c int, dur time.Duration, op func(context.Context) error) int {
-	n := max(rounds, 1)
 	lat, _, _ := drive(c, 50*time.Millisecond, op)
 	if len(lat) == 0 {
-		return n
+		return roundsForP50(dur, 0)
 	}
 	slices.Sort(lat)
-	if p50 := lat[len(lat)/2]; p50 > 0 {
+	return roundsForP50(dur, lat[len(lat)/2])
+}
+
+// roundsForP50 is roundsFor's arithmetic, for calls whose p50 is p50 (0:
+// unknown, every round).
+func roundsForP50(dur, p50 time.Duration) int {
+	n := max(rounds, 1)
+	if p50 > 0 {
 		n = min(n, max(1, int(dur/(10*p50))))
 	}
 	return n

@@ -102,12 +102,13 @@ func TestStartGuardFailureIncludesOutput(t *testing.T) {
 	t.Setenv("HARNESS_FAKE_GUARD", "1")
 	t.Setenv("HARNESS_FAKE_GUARD_FAIL", "1")
 	dir := t.TempDir()
-	start := time.Now()
 	_, err := StartGuard(context.Background(), GuardOptions{Binary: os.Args[0], Upstream: "unix:///x", Dir: dir})
 	if err == nil || !strings.Contains(err.Error(), "boom") {
 		t.Fatalf("StartGuard error = %v, want one including the output", err)
 	}
-	if time.Since(start) > 10*time.Second {
-		t.Errorf("StartGuard took %s to notice the exit", time.Since(start))
+	// It noticed the exit, rather than waiting out its start timeout (which
+	// says "deadline exceeded"); no wall-clock figure, so load cannot move it.
+	if !strings.Contains(err.Error(), "server process exited") {
+		t.Errorf("StartGuard did not notice the exit: %v", err)
 	}
 }

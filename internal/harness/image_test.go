@@ -6,10 +6,13 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -337,7 +340,15 @@ func TestPauseImageProgram(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(100 * time.Millisecond)
+	// Signal it once it catches SIGTERM: before its handler is in place the
+	// default action kills it, and on a loaded machine that can take any time.
+	for end := time.Now().Add(time.Minute); !catches(t, cmd.Process.Pid, syscall.SIGTERM); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(end) {
+			cmd.Process.Kill()
+			cmd.Wait()
+			t.Fatal("pause never caught SIGTERM")
+		}
+	}
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -353,6 +364,27 @@ func TestPauseImageProgram(t *testing.T) {
 		<-done
 		t.Error("pause did not exit on SIGTERM")
 	}
+}
+
+// catches tells whether process pid has a handler for sig (SigCgt in
+// /proc/PID/status).
+func catches(t *testing.T, pid int, sig syscall.Signal) bool {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "SigCgt:"); ok {
+			mask, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+			if err != nil {
+				t.Fatalf("SigCgt %q: %v", v, err)
+			}
+			return mask&(1<<(sig-1)) != 0
+		}
+	}
+	t.Fatalf("no SigCgt in /proc/%d/status", pid)
+	return false
 }
 
 func gunzip(t *testing.T, data []byte) []byte {

@@ -48,6 +48,7 @@ type fakeRuntime struct {
 	requests  map[string][]byte
 	metadata  map[string]metadata.MD
 	deadlines map[string]time.Time
+	arrived   map[string]time.Time // when the handler had the request
 	cancelled chan string
 }
 
@@ -56,7 +57,26 @@ func newFakeRuntime() *fakeRuntime {
 		requests:  map[string][]byte{},
 		metadata:  map[string]metadata.MD{},
 		deadlines: map[string]time.Time{},
+		arrived:   map[string]time.Time{},
 		cancelled: make(chan string, 16),
+	}
+}
+
+// arrival returns when the runtime last had a request on method (zero: never).
+func (f *fakeRuntime) arrival(method string) time.Time {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.arrived[method]
+}
+
+// waitArrival waits until a request on method reached the runtime; the limit
+// only guards against a hang.
+func (f *fakeRuntime) waitArrival(t *testing.T, method string) {
+	t.Helper()
+	for end := time.Now().Add(time.Minute); f.arrival(method).IsZero(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("%s never reached the runtime", method)
+		}
 	}
 }
 
@@ -81,6 +101,7 @@ func (f *fakeRuntime) handle(_ any, ss grpc.ServerStream) error {
 		return err
 	}
 	f.mu.Lock()
+	f.arrived[method] = time.Now()
 	f.requests[method] = req
 	f.metadata[method] = md
 	if d, ok := ctx.Deadline(); ok {
@@ -317,26 +338,45 @@ func TestDeadlineAndCancellationReachUpstream(t *testing.T) {
 	forEachCore(t, func(t *testing.T) {
 		e := newEnv(t)
 		for _, m := range []string{"/runtime.v1.RuntimeService/ListContainers", "/runtime.v1.RuntimeService/GetContainerEvents"} {
-			deadline := time.Now().Add(300 * time.Millisecond)
-			ctx, cancel := context.WithDeadline(metadata.AppendToOutgoingContext(context.Background(), "x-block", "1"), deadline)
-			_, err := e.call(ctx, m, []byte("r"))
-			cancel()
-			if status.Code(err) != codes.DeadlineExceeded {
-				t.Errorf("%s: got %v, want DeadlineExceeded", m, err)
-			}
-			select {
-			case got := <-e.fake.cancelled:
-				if got != m {
-					t.Errorf("cancelled %s, want %s", got, m)
+			// The deadline must expire during the test, and the call must
+			// reach the runtime before it does: on a loaded machine no
+			// fixed figure is sure to be enough, so a call that did not
+			// reach the runtime is made again with twice the time.
+			for timeout := 300 * time.Millisecond; ; timeout *= 2 {
+				if timeout > 2*time.Minute {
+					t.Fatalf("%s: never reached the runtime before its deadline", m)
 				}
-			case <-time.After(5 * time.Second):
-				t.Fatalf("%s: the runtime never saw the call end", m)
-			}
-			e.fake.mu.Lock()
-			d := e.fake.deadlines[m]
-			e.fake.mu.Unlock()
-			if diff := d.Sub(deadline); diff > 50*time.Millisecond || diff < -50*time.Millisecond {
-				t.Errorf("%s: runtime saw deadline %v, kubelet set %v", m, d, deadline)
+				start := time.Now()
+				deadline := start.Add(timeout)
+				ctx, cancel := context.WithDeadline(metadata.AppendToOutgoingContext(context.Background(), "x-block", "1"), deadline)
+				_, err := e.call(ctx, m, []byte("r"))
+				cancel()
+				if status.Code(err) != codes.DeadlineExceeded {
+					t.Errorf("%s: got %v, want DeadlineExceeded", m, err)
+				}
+				select {
+				case got := <-e.fake.cancelled:
+					if got != m {
+						t.Errorf("cancelled %s, want %s", got, m)
+					}
+				case <-time.After(5 * time.Second):
+					if !e.fake.arrival(m).IsZero() {
+						t.Fatalf("%s: the runtime never saw the call end", m)
+					}
+					t.Logf("%s: the call did not reach the runtime within %s; again with twice the time", m, timeout)
+					continue
+				}
+				// The runtime's deadline is the kubelet's, moved later by
+				// at most the time the call took to reach it (a timeout
+				// travels as a duration), and earlier by at most the
+				// rounding of that duration.
+				e.fake.mu.Lock()
+				d, arrived := e.fake.deadlines[m], e.fake.arrived[m]
+				e.fake.mu.Unlock()
+				if diff, transit := d.Sub(deadline), arrived.Sub(start); diff < -time.Millisecond || diff > transit+time.Millisecond {
+					t.Errorf("%s: runtime saw deadline %v, kubelet set %v, the call took %s to reach the runtime", m, d, deadline, transit)
+				}
+				break
 			}
 		}
 
@@ -344,14 +384,14 @@ func TestDeadlineAndCancellationReachUpstream(t *testing.T) {
 		ctx, cancel := context.WithCancel(metadata.AppendToOutgoingContext(context.Background(), "x-block", "1"))
 		done := make(chan error, 1)
 		go func() { _, err := e.call(ctx, "/runtime.v1.RuntimeService/ExecSync", []byte("r")); done <- err }()
-		time.Sleep(100 * time.Millisecond)
+		e.fake.waitArrival(t, "/runtime.v1.RuntimeService/ExecSync")
 		cancel()
 		if err := <-done; status.Code(err) != codes.Canceled {
 			t.Errorf("got %v, want Canceled", err)
 		}
 		select {
 		case <-e.fake.cancelled:
-		case <-time.After(5 * time.Second):
+		case <-time.After(30 * time.Second):
 			t.Fatal("the runtime never saw the cancel")
 		}
 	})
@@ -456,7 +496,9 @@ func TestUpstreamDownThenBack(t *testing.T) {
 		defer client.Close()
 		rs := runtimeapi.NewRuntimeServiceClient(client)
 
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		// The relay answers at once when the runtime is down; the
+		// timeout only guards against a hang.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		_, err = rs.Version(ctx, &runtimeapi.VersionRequest{})
 		cancel()
 		want := "cri-guard: runtime unix://" + sock + " is unavailable: "
@@ -473,7 +515,7 @@ func TestUpstreamDownThenBack(t *testing.T) {
 		up := grpc.NewServer(grpc.ForceServerCodec(bytesCodec{}), grpc.UnknownServiceHandler(fake.handle))
 		go up.Serve(l)
 		defer up.Stop()
-		deadline := time.Now().Add(5 * time.Second)
+		deadline := time.Now().Add(30 * time.Second)
 		for {
 			var resp []byte
 			req := []byte{}

@@ -62,9 +62,11 @@ func TestWedgedUpstream(t *testing.T) {
 			callers  = 20
 			perCall  = 10
 			deadline = 100 * time.Millisecond
-			// Slack for a loaded machine: the deadline is enforced by the
-			// kubelet's own client as well, so anything beyond is the relay.
-			slack = 400 * time.Millisecond
+			// A hang guard, not a timing figure: the kubelet's own client
+			// enforces the deadline too, so a call held past it is seen in
+			// its code and in the runtime's cancellations below, and how
+			// late the caller's goroutine runs depends on the machine's load.
+			hang = 30 * time.Second
 		)
 		methods := []struct {
 			name   string
@@ -183,7 +185,7 @@ func TestWedgedUpstream(t *testing.T) {
 				}
 				wg.Wait()
 				t.Logf("%d calls, slowest %s, codes %v", callers*perCall, worst.Round(time.Millisecond), byCode)
-				if worst > deadline+slack {
+				if worst > hang {
 					t.Errorf("a call took %s with a %s deadline", worst, deadline)
 				}
 				for c, n := range byCode {
@@ -193,7 +195,7 @@ func TestWedgedUpstream(t *testing.T) {
 				}
 				if cancelled != nil {
 					want := int64(callers*perCall + len(methods))
-					for end := time.Now().Add(5 * time.Second); cancelled.Load() < want && time.Now().Before(end); {
+					for end := time.Now().Add(hang); cancelled.Load() < want && time.Now().Before(end); {
 						time.Sleep(20 * time.Millisecond)
 					}
 					if got := cancelled.Load(); got != want {
@@ -201,7 +203,7 @@ func TestWedgedUpstream(t *testing.T) {
 					}
 				}
 				const tolerance = 5
-				if n := settle(base+tolerance, 5*time.Second); n > base+tolerance {
+				if n := settle(base+tolerance, hang); n > base+tolerance {
 					buf := make([]byte, 1<<20)
 					t.Errorf("%d goroutines after the calls, baseline %d (tolerance %d):\n%s", n, base, tolerance, buf[:runtime.Stack(buf, true)])
 				}
@@ -279,15 +281,17 @@ func TestStreamEndsWhenUpstreamDies(t *testing.T) {
 			if status.Code(err) != codes.Unavailable {
 				t.Errorf("the stream ended with %v, want Unavailable", err)
 			}
-		case <-time.After(5 * time.Second):
+		case <-time.After(30 * time.Second):
 			t.Fatal("the stream did not end when the runtime went away")
 		}
 
 		up = startUpstream()
 		defer up.Stop()
 		var lastErr error
-		for end := time.Now().Add(5 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
-			sctx, scancel := context.WithTimeout(ctx, time.Second)
+		// Hang guards, not timing figures: each try may take as long as a
+		// loaded machine needs.
+		for end := time.Now().Add(time.Minute); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+			sctx, scancel := context.WithTimeout(ctx, 10*time.Second)
 			_, lastErr = subscribe(sctx)
 			scancel()
 			if lastErr == nil {
@@ -297,6 +301,6 @@ func TestStreamEndsWhenUpstreamDies(t *testing.T) {
 				t.Fatalf("subscribing while the runtime comes back: %v", lastErr)
 			}
 		}
-		t.Fatalf("no new subscription within 5s of the runtime coming back: %v", lastErr)
+		t.Fatalf("no new subscription within a minute of the runtime coming back: %v", lastErr)
 	})
 }
