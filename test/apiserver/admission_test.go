@@ -16,7 +16,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apiserver/pkg/admission/plugin/policy/validating"
+	"k8s.io/apiserver/pkg/cel/openapi/resolver"
+	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/restmapper"
 	"sigs.k8s.io/yaml"
 
 	"github.com/cri-guard/cri-guard/internal/floorcases"
@@ -128,6 +132,19 @@ func TestAdmissionPolicy(t *testing.T) {
 	}
 	if _, err := c.client.AdmissionregistrationV1().ValidatingAdmissionPolicyBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil {
 		t.Fatalf("create the binding: %v", err)
+	}
+	// What the controller manager's policy status controller would write
+	// to status.typeChecking (no controller manager runs here): the
+	// expressions checked against this API server's schemas of every kind
+	// the policy matches.
+	tc := &validating.TypeChecker{
+		SchemaResolver: &resolver.ClientDiscoveryResolver{Discovery: c.client.Discovery()},
+		RestMapper:     restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(c.client.Discovery())),
+	}
+	if w := tc.Check(vap); len(w) > 0 {
+		t.Errorf("type checking warns: %+v", w)
+	} else {
+		t.Logf("type checking against the server's schemas: no warnings")
 	}
 	probe := caseNamed(t, "2000 without a unit")
 	waitFor(t, "the policy to refuse the probe pod", func() bool {
