@@ -165,9 +165,7 @@ func record(n *yamlv3.Node, path string, shift int, lines map[string]int) {
 			lines[p] = v.Line + shift
 			record(v, p, shift, lines)
 		}
-	case yamlv3.AliasNode:
-		if n.Alias != nil {
-			record(n.Alias, path, shift, lines)
-		}
 	}
+	// An alias is not followed: its fields are at its anchor, and an alias
+	// inside its own anchor ("a: &x [*x]") would never end.
 }
