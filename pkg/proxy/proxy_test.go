@@ -42,7 +42,8 @@ func (bytesCodec) Unmarshal(data []byte, v any) error {
 // fakeRuntime answers every method. Metadata keys steer it:
 // x-code (return that status), x-count (stream that many replies),
 // x-size (reply of that many bytes), x-block (wait for cancellation),
-// x-sleep (take that long, a duration, before answering).
+// x-sleep (take that long, a duration, before answering), x-gate (wait
+// until the test closes gate, as a call with a long grace period would).
 type fakeRuntime struct {
 	mu        sync.Mutex
 	requests  map[string][]byte
@@ -50,6 +51,7 @@ type fakeRuntime struct {
 	deadlines map[string]time.Time
 	arrived   map[string]time.Time // when the handler had the request
 	cancelled chan string
+	gate      chan struct{}
 }
 
 func newFakeRuntime() *fakeRuntime {
@@ -59,6 +61,7 @@ func newFakeRuntime() *fakeRuntime {
 		deadlines: map[string]time.Time{},
 		arrived:   map[string]time.Time{},
 		cancelled: make(chan string, 16),
+		gate:      make(chan struct{}),
 	}
 }
 
@@ -120,6 +123,13 @@ func (f *fakeRuntime) handle(_ any, ss grpc.ServerStream) error {
 	if d, err := time.ParseDuration(get("x-sleep")); err == nil {
 		select { // a slow call, such as a StopContainer with a grace period
 		case <-time.After(d):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	if get("x-gate") != "" {
+		select {
+		case <-f.gate:
 		case <-ctx.Done():
 			return ctx.Err()
 		}
@@ -828,8 +838,8 @@ func TestShutdownEndsStreamsAndWaitsForCalls(t *testing.T) {
 		}()
 		callEnd := make(chan error, 1)
 		go func() {
-			// Longer than the old shutdown's whole grace would have been here.
-			ctx := metadata.AppendToOutgoingContext(context.Background(), "x-sleep", "1500ms")
+			// Held until the test lets it go, however long Shutdown waits.
+			ctx := metadata.AppendToOutgoingContext(context.Background(), "x-gate", "1")
 			ctx, cancel := context.WithTimeout(ctx, time.Minute)
 			defer cancel()
 			_, err := e.call(ctx, stop, []byte("c"))
@@ -861,13 +871,16 @@ func TestShutdownEndsStreamsAndWaitsForCalls(t *testing.T) {
 		case <-time.After(30 * time.Second):
 			t.Error("the runtime's side of the stream was not cancelled")
 		}
+		// The stream has ended and the call is still held: Shutdown must
+		// still be waiting for it.
 		select {
 		case err := <-shut:
-			t.Fatalf("Shutdown returned %v before the call in flight ended", err)
-		case err := <-callEnd:
-			if err != nil {
-				t.Errorf("the call in flight: %v, want it answered", err)
-			}
+			t.Fatalf("Shutdown returned %v while a call was in flight", err)
+		case <-time.After(100 * time.Millisecond):
+		}
+		close(e.fake.gate)
+		if err := <-callEnd; err != nil {
+			t.Errorf("the call in flight: %v, want it answered", err)
 		}
 		if err := <-shut; err != nil {
 			t.Errorf("Shutdown: %v", err)
