@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -92,6 +93,28 @@ func startServe(t *testing.T, extra ...string) (client runtimeapi.RuntimeService
 	return client, dir, errc, stop
 }
 
+// reloadCount reads cri_guard_config_reloads_total{result}.
+func reloadCount(t *testing.T, result string) float64 {
+	t.Helper()
+	var m dto.Metric
+	if err := reloads.WithLabelValues(result).Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetCounter().GetValue()
+}
+
+// waitReloadCount waits until the daemon has counted reloads up to want, so
+// that what a test checks next is the reloaded state however long the
+// reload took; the limit only guards against a hang.
+func waitReloadCount(t *testing.T, result string, want float64) {
+	t.Helper()
+	for end := time.Now().Add(time.Minute); reloadCount(t, result) < want; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("config_reloads_total{result=%q} is %v, want %v", result, reloadCount(t, result), want)
+		}
+	}
+}
+
 func tinyPod(ctx context.Context, c runtimeapi.RuntimeServiceClient) error {
 	_, err := c.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: &runtimeapi.PodSandboxConfig{
 		Metadata: &runtimeapi.PodSandboxMetadata{Name: "web", Namespace: "team-a"},
@@ -148,9 +171,10 @@ func TestReloadOnSIGHUP(t *testing.T) {
 	expect(codes.OK)
 
 	// A bad file is refused and the last good config (audit) stays.
+	refused := reloadCount(t, "failure")
 	write("mode: block\nsandboxMinMemory: lots\n")
 	syscall.Kill(os.Getpid(), syscall.SIGHUP)
-	time.Sleep(300 * time.Millisecond)
+	waitReloadCount(t, "failure", refused+1)
 	expect(codes.OK)
 
 }
@@ -162,9 +186,10 @@ func TestFlagsWinOverTheFileOnReload(t *testing.T) {
 	if err := tinyPod(context.Background(), client); err != nil {
 		t.Fatalf("--mode audit over a file that says reject: %v", err)
 	}
+	applied := reloadCount(t, "success")
 	os.WriteFile(cfg, []byte("mode: reject\nsandboxMinMemory: 64Mi\n"), 0o644)
 	syscall.Kill(os.Getpid(), syscall.SIGHUP)
-	time.Sleep(300 * time.Millisecond)
+	waitReloadCount(t, "success", applied+1)
 	if err := tinyPod(context.Background(), client); err != nil {
 		t.Fatalf("after reload, the flag should still win: %v", err)
 	}
