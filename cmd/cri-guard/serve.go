@@ -81,6 +81,9 @@ func serve(ctx context.Context, args []string) (err error) {
 		Explained: func(family string) {
 			metrics.TranslatedErrors.WithLabelValues(family).Inc()
 		},
+		Rewrote: func(reason string) {
+			metrics.StatusRewrites.WithLabelValues(reason).Inc()
+		},
 	})
 	if err != nil {
 		return err
@@ -96,6 +99,9 @@ func serve(ctx context.Context, args []string) (err error) {
 		return err
 	}
 	g.SetRuntime(runtimeapi.NewRuntimeServiceClient(p.Conn()))
+	// Each distinct policy decision, rewritten status or explained failure
+	// is logged once; how often it repeated, every summaryInterval.
+	go g.SummarizeEvery(ctx, summaryInterval)
 
 	var current atomic.Pointer[config.Config]
 	current.Store(cfg)
@@ -221,6 +227,10 @@ loop:
 	log.Info("stopped", "drained-in", time.Since(start).Round(time.Millisecond))
 	return err
 }
+
+// summaryInterval is how often the log says how many times each logged
+// event repeated.
+const summaryInterval = 5 * time.Minute
 
 // activated returns the socket passed by systemd, if any.
 func activated(cfg *config.Config) (net.Listener, error) {

@@ -36,6 +36,9 @@ type Guard struct {
 	log       *slog.Logger
 	record    Recorder
 	explained func(family string)
+	rewrote   func(reason string)
+	// events logs each distinct event once and summarises repeats.
+	events *events
 	// startErrors keeps the explanations of failed StartContainer calls
 	// for the status of the container.
 	startErrors *recent
@@ -54,6 +57,9 @@ type Options struct {
 	// Explained is told the family (package oom) of every runtime error
 	// that was rewritten into an explanation. It must not block.
 	Explained func(family string)
+	// Rewrote is told the reason (OOMKilled, StartError, ...) of every
+	// container status whose message was rewritten. It must not block.
+	Rewrote func(reason string)
 }
 
 // New returns a Guard.
@@ -68,7 +74,7 @@ func New(o Options) (*Guard, error) {
 		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	g := &Guard{facts: o.Facts, runtime: o.Runtime, log: o.Logger, record: o.Record, explained: o.Explained,
-		startErrors: newRecent(recentStartErrors)}
+		rewrote: o.Rewrote, events: newEvents(o.Logger), startErrors: newRecent(recentStartErrors)}
 	g.policy.Store(o.Policy)
 	return g, nil
 }
@@ -107,7 +113,11 @@ func (g *Guard) decide(ctx context.Context, pol *policy.Config, in policy.Reques
 	if d.Action == policy.Allow {
 		level = slog.LevelWarn // failing open
 	}
-	g.log.Log(ctx, level, "policy decision",
+	// Logged once per distinct decision (the kubelet retries a refused
+	// pod every few seconds), then summarised; Record counts every one.
+	key := eventKey{msg: "policy decision", pod: in.Pod.Namespace + "/" + in.Pod.Name, container: in.Container,
+		what: string(d.Action), text: d.Message}
+	g.events.note(ctx, level, key,
 		"method", string(in.Method), "namespace", in.Pod.Namespace, "pod", in.Pod.Name, "uid", in.Pod.UID,
 		"container", in.Container, "action", string(d.Action), "reason", string(d.Reason),
 		"limit", limitOf(in), "floor", d.Floor, "message", d.Message, "facts", in.PodCgroup.Why)

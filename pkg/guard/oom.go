@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"path"
 	"strings"
 
@@ -114,7 +115,8 @@ func (g *Guard) explainMatch(ctx context.Context, st *status.Status, m oom.Match
 	if g.explained != nil {
 		g.explained(string(m.Family))
 	}
-	g.log.Warn("memory failure explained", "pod", s.Pod, "container", s.Container, "family", string(m.Family), "explanation", msg)
+	g.events.note(ctx, slog.LevelWarn, eventKey{msg: "memory failure explained", pod: s.Pod, container: s.Container, what: string(m.Family)},
+		"pod", s.Pod, "container", s.Container, "family", string(m.Family), "explanation", msg)
 	p := st.Proto()
 	p.Message = oom.Wrap(msg, st.Message())
 	return status.FromProto(p).Err()
@@ -277,9 +279,24 @@ func (g *Guard) ContainerStatus(ctx context.Context, req *runtimeapi.ContainerSt
 	if msg == "" {
 		return resp, nil
 	}
+	g.statusRewritten(ctx, id, resp.GetStatus(), msg)
 	out := proto.Clone(resp).(*runtimeapi.ContainerStatusResponse)
 	out.Status.Message = msg
 	return out, nil
+}
+
+// statusRewritten counts a rewritten container status and logs it, once
+// per distinct message (the kubelet asks for a container's status on every
+// pod sync).
+func (g *Guard) statusRewritten(ctx context.Context, id string, st *runtimeapi.ContainerStatus, msg string) {
+	reason := st.GetReason()
+	if g.rewrote != nil {
+		g.rewrote(reason)
+	}
+	ns, pod := st.GetLabels()["io.kubernetes.pod.namespace"], st.GetLabels()["io.kubernetes.pod.name"]
+	name := st.GetMetadata().GetName()
+	g.events.note(ctx, slog.LevelInfo, eventKey{msg: "container status rewritten", pod: ns + "/" + pod, container: id, what: reason, text: msg},
+		"namespace", ns, "pod", pod, "container", name, "id", id, "reason", reason, "message", msg)
 }
 
 func (g *Guard) oomKilledMessage(ctx context.Context, id string, resp *runtimeapi.ContainerStatusResponse) string {

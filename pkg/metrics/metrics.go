@@ -53,6 +53,14 @@ var (
 		Help: "Runtime errors that cri-guard translated into an explanation, by family.",
 	}, []string{"family"})
 
+	// StatusRewrites counts container statuses whose message cri-guard
+	// rewrote (an OOM kill, a start that failed for memory), by the
+	// status's reason.
+	StatusRewrites = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "status_rewrites_total",
+		Help: "Container statuses whose message cri-guard rewrote into an explanation, by reason.",
+	}, []string{"reason"})
+
 	// Reloads counts configuration reloads by result.
 	Reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: namespace, Name: "config_reloads_total",
@@ -81,11 +89,14 @@ var (
 )
 
 func init() {
-	Registry.MustRegister(Requests, Latency, Decisions, TranslatedErrors, Reloads, Panics,
+	Registry.MustRegister(Requests, Latency, Decisions, TranslatedErrors, StatusRewrites, Reloads, Panics,
 		UpstreamState, UpstreamReconnects, BuildInfo,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, r := range []string{"success", "failure"} {
 		Reloads.WithLabelValues(r)
+	}
+	for _, r := range []string{"OOMKilled", "StartError"} {
+		StatusRewrites.WithLabelValues(r)
 	}
 	UpstreamReconnects.Add(0)
 }

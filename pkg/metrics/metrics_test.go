@@ -122,6 +122,7 @@ func TestMetricsAfterCallsThroughProxy(t *testing.T) {
 		`cri_guard_translated_errors_total{family="oom"} 1`,
 		`cri_guard_config_reloads_total{result="failure"} 0`,
 		`cri_guard_upstream_reconnects_total `,
+		`cri_guard_status_rewrites_total{reason="OOMKilled"} 0`,
 		`cri_guard_build_info{commit="abc",cri_api="v0.35.0",goversion="go1.26",version="v9.9.9"} 1`,
 		`process_open_fds `,
 	} {
