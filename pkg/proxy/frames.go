@@ -21,7 +21,7 @@ type Core interface {
 	Upstream() string
 	Conn() grpc.ClientConnInterface
 	UpstreamState() connectivity.State
-	UpstreamError() error
+	UpstreamError() (error, uint64)
 	CheckUpstream(ctx context.Context) (*runtimeapi.VersionResponse, error)
 }
 

@@ -52,7 +52,9 @@ func WatchUpstream(ctx context.Context, c Core, o HealthOptions) {
 	watch(ctx, sc, c.Upstream(), c.UpstreamError, o)
 }
 
-func watch(ctx context.Context, c stateConn, upstream string, lastErr func() error, o HealthOptions) {
+// watch follows c. lastErr returns the last failed dial's error and how
+// many dials have failed so far.
+func watch(ctx context.Context, c stateConn, upstream string, lastErr func() (error, uint64), o HealthOptions) {
 	log := o.Logger
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -65,6 +67,8 @@ func watch(ctx context.Context, c stateConn, upstream string, lastErr func() err
 		wasReady bool      // the runtime answered at least once
 		down     time.Time // since when it has not; zero while it does
 		failed   bool      // an attempt failed in this outage (logged once it had answered)
+		failures int       // attempts that failed in this outage
+		dialsAt  uint64    // failed dials counted when it last answered
 	)
 	s := c.GetState()
 	for {
@@ -85,7 +89,8 @@ func watch(ctx context.Context, c stateConn, upstream string, lastErr func() err
 			case !down.IsZero():
 				log.Info("reconnected to the runtime", "upstream", upstream, "after", now().Sub(down).Round(time.Millisecond).String())
 			}
-			wasReady, down, failed = true, time.Time{}, false
+			wasReady, down, failed, failures = true, time.Time{}, false, 0
+			_, dialsAt = lastErr()
 		case connectivity.Idle, connectivity.Connecting:
 			if wasReady && down.IsZero() {
 				down = now()
@@ -97,20 +102,57 @@ func watch(ctx context.Context, c stateConn, upstream string, lastErr func() err
 			if down.IsZero() {
 				down = now()
 			}
-			if !failed && wasReady {
+			failures++
+			// The error is a failed dial's. An attempt can also fail after
+			// its dial succeeded, as when it reaches a runtime that is
+			// dying (a killed containerd's socket still accepts for a
+			// moment): then the next attempt, whose dial will fail, tells
+			// why; a second failure is logged whatever it was.
+			err, dials := lastErr()
+			if !failed && wasReady && (dials > dialsAt || failures > 1) {
 				why := "the connection failed after it was made"
-				if err := lastErr(); err != nil {
+				if dials > dialsAt {
 					why = err.Error()
 				}
 				log.Warn("runtime unreachable", "upstream", upstream, "error", why)
+				failed = true
 			}
-			failed = true
+			if !wasReady {
+				failed = true
+			}
 		case connectivity.Shutdown:
 			return
 		}
-		if !c.WaitForStateChange(ctx, s) {
+		changed := false
+		if s == connectivity.TransientFailure && wasReady && !failed {
+			// Not logged yet: the failure came after a dial that
+			// succeeded. gRPC stays in TRANSIENT_FAILURE while it tries
+			// again, so look at the dials meanwhile.
+			for polls := 1; !failed; polls++ {
+				wctx, cancel := context.WithTimeout(ctx, tfPoll)
+				changed = c.WaitForStateChange(wctx, s)
+				cancel()
+				if changed || ctx.Err() != nil {
+					break
+				}
+				err, dials := lastErr()
+				switch {
+				case dials > dialsAt:
+					log.Warn("runtime unreachable", "upstream", upstream, "error", err.Error())
+					failed = true
+				case polls*int(tfPoll/time.Millisecond) >= 2000:
+					log.Warn("runtime unreachable", "upstream", upstream, "error", "the connection failed after it was made")
+					failed = true
+				}
+			}
+		}
+		if !changed && !c.WaitForStateChange(ctx, s) {
 			return
 		}
 		s = c.GetState()
 	}
 }
+
+// tfPoll is how often WatchUpstream looks for a failed dial while the
+// connection stays in TRANSIENT_FAILURE.
+const tfPoll = 50 * time.Millisecond

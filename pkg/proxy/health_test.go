@@ -51,11 +51,20 @@ type scriptConn struct {
 	i        int
 	clock    time.Time
 	connects int
+	// hold[i] waits with a deadline at state i time out this many times
+	// (50ms each on the clock) before the state changes; held counts them.
+	hold map[int]int
+	held int
 }
 
 func (c *scriptConn) GetState() connectivity.State { return c.states[c.i] }
 func (c *scriptConn) Connect()                     { c.connects++ }
-func (c *scriptConn) WaitForStateChange(context.Context, connectivity.State) bool {
+func (c *scriptConn) WaitForStateChange(ctx context.Context, _ connectivity.State) bool {
+	if _, ok := ctx.Deadline(); ok && c.held < c.hold[c.i] {
+		c.held++
+		c.clock = c.clock.Add(50 * time.Millisecond)
+		return false
+	}
 	if c.i+1 >= len(c.states) {
 		return false
 	}
@@ -75,6 +84,7 @@ func TestWatchStates(t *testing.T) {
 	for _, tc := range []struct {
 		name       string
 		states     []connectivity.State
+		dials      []uint64 // failed dials so far, at each state; nil: one more at each TF
 		reconnects int
 		connects   int
 		log        string
@@ -92,13 +102,38 @@ func TestWatchStates(t *testing.T) {
 			log: `level=INFO msg="reconnected to the runtime" upstream=unix:///run/rt.sock after=2s` + "\n"},
 		{name: "down at start, then up", states: []connectivity.State{I, C, TF, C, TF, C, R}, connects: 1,
 			log: `level=INFO msg="runtime answers" upstream=unix:///run/rt.sock after=4s` + "\n"},
+		// A killed runtime's socket can still accept for a moment: the
+		// first attempt fails after its dial, the next one's dial fails.
+		{name: "first failure after a dial that succeeded", states: []connectivity.State{R, I, C, TF, C, TF, C, R},
+			dials: []uint64{0, 0, 0, 0, 0, 1, 1, 1}, reconnects: 1, connects: 1,
+			log: `level=WARN msg="runtime unreachable" upstream=unix:///run/rt.sock error="dial unix /run/rt.sock: connect: connection refused"` + "\n" +
+				`level=INFO msg="runtime answers again" upstream=unix:///run/rt.sock downtime=6s` + "\n"},
+		{name: "one failure after a dial, then back", states: []connectivity.State{R, I, C, TF, C, R},
+			dials: []uint64{0, 0, 0, 0, 0, 0}, reconnects: 1, connects: 1,
+			log: `level=INFO msg="reconnected to the runtime" upstream=unix:///run/rt.sock after=4s` + "\n"},
+		{name: "failures without a failed dial", states: []connectivity.State{R, TF, C, TF, C, R},
+			dials: []uint64{3, 3, 3, 3, 3, 3}, reconnects: 1,
+			log: `level=WARN msg="runtime unreachable" upstream=unix:///run/rt.sock error="the connection failed after it was made"` + "\n" +
+				`level=INFO msg="runtime answers again" upstream=unix:///run/rt.sock downtime=4s` + "\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := &scriptConn{states: tc.states, clock: time.Unix(1e9, 0)}
+			dials := tc.dials
+			if dials == nil {
+				n := uint64(0)
+				for _, s := range tc.states {
+					if s == TF {
+						n++
+					}
+					dials = append(dials, n)
+				}
+			}
 			var seen []connectivity.State
 			reconnects := 0
 			var buf syncBuffer
-			watch(context.Background(), c, up, func() error { return errors.New("dial unix /run/rt.sock: connect: connection refused") },
+			watch(context.Background(), c, up, func() (error, uint64) {
+				return errors.New("dial unix /run/rt.sock: connect: connection refused"), dials[c.i]
+			},
 				HealthOptions{Logger: testLogger(&buf), OnState: func(s connectivity.State) { seen = append(seen, s) },
 					OnReconnect: func() { reconnects++ }, now: func() time.Time { return c.clock }})
 			if len(seen) != len(tc.states) {
@@ -107,6 +142,43 @@ func TestWatchStates(t *testing.T) {
 			if reconnects != tc.reconnects || c.connects != tc.connects {
 				t.Errorf("reconnects %d, Connect calls %d; want %d, %d", reconnects, c.connects, tc.reconnects, tc.connects)
 			}
+			if got := buf.String(); got != tc.log {
+				t.Errorf("log:\n%s\nwant:\n%s", got, tc.log)
+			}
+		})
+	}
+}
+
+// TestWatchStickyTransientFailure: gRPC stays in TRANSIENT_FAILURE while
+// it retries; when the attempt that got there failed after its dial (a
+// dying runtime's socket accepted it), the next failed dial, seen while the
+// state stays, is what the log line tells.
+func TestWatchStickyTransientFailure(t *testing.T) {
+	const up = "unix:///run/rt.sock"
+	for _, tc := range []struct {
+		name  string
+		holds int
+		dials func(held int) uint64
+		log   string
+	}{
+		{"a dial fails while it stays", 3, func(held int) uint64 {
+			if held >= 2 {
+				return 1
+			}
+			return 0
+		}, `level=WARN msg="runtime unreachable" upstream=unix:///run/rt.sock error="dial unix /run/rt.sock: connect: connection refused"` + "\n" +
+			`level=INFO msg="runtime answers again" upstream=unix:///run/rt.sock downtime=3.1s` + "\n"},
+		{"no dial fails for 2s", 60, func(int) uint64 { return 0 },
+			`level=WARN msg="runtime unreachable" upstream=unix:///run/rt.sock error="the connection failed after it was made"` + "\n" +
+				`level=INFO msg="runtime answers again" upstream=unix:///run/rt.sock downtime=5s` + "\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := &scriptConn{states: []connectivity.State{connectivity.Ready, connectivity.Idle, connectivity.Connecting,
+				connectivity.TransientFailure, connectivity.Ready}, clock: time.Unix(1e9, 0), hold: map[int]int{3: tc.holds}}
+			var buf syncBuffer
+			watch(context.Background(), c, up, func() (error, uint64) {
+				return errors.New("dial unix /run/rt.sock: connect: connection refused"), tc.dials(c.held)
+			}, HealthOptions{Logger: testLogger(&buf), now: func() time.Time { return c.clock }})
 			if got := buf.String(); got != tc.log {
 				t.Errorf("log:\n%s\nwant:\n%s", got, tc.log)
 			}

@@ -227,8 +227,9 @@ func (s *Server) Conn() grpc.ClientConnInterface { return s.conn }
 func (s *Server) UpstreamState() connectivity.State { return s.conn.GetState() }
 
 // UpstreamError is the error of the last attempt to reach the runtime that
-// failed; nil if none failed (or the target is not a unix socket).
-func (s *Server) UpstreamError() error { return s.dialErr.Err() }
+// failed (nil if none failed, or the target is not a unix socket), and how
+// many have failed so far.
+func (s *Server) UpstreamError() (error, uint64) { return s.dialErr.Last() }
 
 // CheckUpstream asks the runtime for its Version: a runtime that answers is
 // ready.

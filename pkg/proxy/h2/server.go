@@ -268,8 +268,9 @@ func (s *Server) Conn() grpc.ClientConnInterface { return s.gconn }
 func (s *Server) UpstreamState() connectivity.State { return s.gconn.GetState() }
 
 // UpstreamError is the error of the last attempt to reach the runtime that
-// failed, by Conn or by a kubelet connection; nil if none failed.
-func (s *Server) UpstreamError() error { return s.dialErr.Err() }
+// failed, by Conn or by a kubelet connection (nil if none failed), and how
+// many have failed so far.
+func (s *Server) UpstreamError() (error, uint64) { return s.dialErr.Last() }
 
 // upstreamDialled is told of every dial of a kubelet connection's runtime
 // connection. A success while Conn is not connected means the runtime is
@@ -295,6 +296,7 @@ func SideBackoff(max time.Duration) backoff.Config {
 type LastError struct {
 	mu  sync.Mutex
 	err error
+	n   uint64
 }
 
 // Note records err if it is not nil.
@@ -304,14 +306,15 @@ func (l *LastError) Note(err error) {
 	}
 	l.mu.Lock()
 	l.err = err
+	l.n++
 	l.mu.Unlock()
 }
 
-// Err returns the last error noted, or nil.
-func (l *LastError) Err() error {
+// Last returns the last error noted (nil if none) and how many were.
+func (l *LastError) Last() (error, uint64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.err
+	return l.err, l.n
 }
 
 // CheckUpstream asks the runtime for its Version.
