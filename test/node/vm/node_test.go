@@ -293,6 +293,8 @@ func RemoveStaticPod(t *testing.T, name string) {
 	t.Helper()
 	os.Remove(filepath.Join(ManifestDir, name+".json"))
 	full := name + "-" + NodeName
+	t0 := time.Now()
+	defer func() { t.Logf("static pod %s gone in %s", full, time.Since(t0).Round(100*time.Millisecond)) }()
 	Poll(t, "static pod "+full+" gone", HangGuard, func() (bool, string) {
 		if FindPod(t, name) != nil {
 			return false, "kubelet still reports it"
@@ -390,6 +392,10 @@ func SetGuardConfig(t *testing.T, extra string) {
 func WaitRunning(t *testing.T, name string) *corev1.Pod {
 	t.Helper()
 	var pod *corev1.Pod
+	t0 := time.Now()
+	defer func() {
+		t.Logf("static pod %s-node running after %s", name, time.Since(t0).Round(100*time.Millisecond))
+	}()
 	Poll(t, "static pod "+name+"-node running", HangGuard, func() (bool, string) {
 		pod = FindPod(t, name)
 		if pod == nil {
