@@ -38,10 +38,6 @@ func TestDemo(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d := time.Since(start); d > 2*time.Minute {
-		t.Errorf("the demo took %s, want under 2 minutes", d)
-	}
-
 	steps := regexp.MustCompile(`(?m)^\d\. .*\n=+\n`).Split(out.String(), -1)
 	if len(steps) != 5 {
 		t.Fatalf("want a preamble and 4 steps, got %d parts", len(steps))
@@ -86,8 +82,20 @@ func TestDemo(t *testing.T) {
 	}
 
 	// Step 3 explains the OOM, keeps runc's words, and explain gives a verdict.
+	// The kernel line the explanation cites names the pod cgroup that
+	// explain found for demo/small.
+	podCgroup := "<no pod cgroup in explain's output>"
+	if m := regexp.MustCompile(`\n   pod cgroup: (/\S+/podsmall-\S+)\n`).FindStringSubmatch(steps[3]); m != nil {
+		podCgroup = m[1]
+	}
 	for _, w := range []string{
 		"the pod sandbox (pause container) was OOM-killed while starting (evidence: ",
+		// The evidence is the call's own: counters over the call, each
+		// figure with its cgroup, the kernel's line from this pod's cgroup.
+		" during the call",
+		"the pod cgroup's peak usage since it was created is ",
+		"kernel, during the call, in the pod's cgroup: oom-kill:",
+		"oom_memcg=" + podCgroup + ",",
 		"; runtime error: ",
 		"container init was OOM-killed (memory limit too low?)",
 		"\ncri-guard explain ",
