@@ -54,7 +54,7 @@ deps: ## install the Debian packages that the real-runtime tests need (as root)
 	fi
 
 .PHONY: test
-test: ## run every test: unit, fuzz and bench smoke, and the real-runtime end-to-end tests incl. critest (as root); prints each phase's time
+test: ## run every test (as root): unit, fuzz, package, kube-apiserver, containerd 1.6 and 2.4 end-to-end incl. critest, the node VM with a kubelet; prints each phase's time
 	@mkdir -p $(BIN); rm -f $(BIN)/phases.txt
 	@tools/phase.sh deps $(MAKE) --no-print-directory deps build tools
 	@tools/phase.sh k8s-bins $(MAKE) --no-print-directory k8s-bins
