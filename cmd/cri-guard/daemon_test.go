@@ -88,6 +88,12 @@ func shortDir(t *testing.T) string {
 // fakeRuntime serves versionOnly at dir/rt.sock and returns its endpoint.
 func fakeRuntime(t *testing.T, dir string) string {
 	t.Helper()
+	return serveRuntimeAt(t, dir, versionOnly{})
+}
+
+// serveRuntimeAt serves rs at dir/rt.sock and returns its endpoint.
+func serveRuntimeAt(t *testing.T, dir string, rs runtimeapi.RuntimeServiceServer) string {
+	t.Helper()
 	path := filepath.Join(dir, "rt.sock")
 	l, err := net.Listen("unix", path)
 	if err != nil {
@@ -95,7 +101,7 @@ func fakeRuntime(t *testing.T, dir string) string {
 	}
 	os.Chmod(path, 0o660) // as containerd's: cri-guard's socket may be no wider
 	s := grpc.NewServer()
-	runtimeapi.RegisterRuntimeServiceServer(s, versionOnly{})
+	runtimeapi.RegisterRuntimeServiceServer(s, rs)
 	go s.Serve(l) //nolint:errcheck
 	t.Cleanup(s.Stop)
 	return "unix://" + path

@@ -59,17 +59,7 @@ func (eventRuntime) StopContainer(ctx context.Context, req *runtimeapi.StopConta
 
 func eventRuntimeAt(t *testing.T, dir string) string {
 	t.Helper()
-	path := filepath.Join(dir, "rt.sock")
-	l, err := net.Listen("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	os.Chmod(path, 0o660)
-	s := grpc.NewServer()
-	runtimeapi.RegisterRuntimeServiceServer(s, eventRuntime{})
-	go s.Serve(l) //nolint:errcheck
-	t.Cleanup(s.Stop)
-	return "unix://" + path
+	return serveRuntimeAt(t, dir, eventRuntime{})
 }
 
 // load is the kubelet-like client.
