@@ -198,7 +198,7 @@ func TestRunPodSandboxSystemdScopeFailedInAudit(t *testing.T) {
 	}{
 		"memory.events oom rose": {
 			oom:  true,
-			want: "cri-guard: pod team-a/tiny: memory limit 2000 bytes: systemd could not start the cgroup scope unit of the pod sandbox (pause container): the process moved into it was OOM-killed (evidence: the pod cgroup's memory.events oom went from 0 to 2 during the call, the pod cgroup hit its limit 36 times during the call (memory.events max 0 to 36)); fix: a memory quantity without a unit is bytes: give the limit in Mi or Gi, at least 12Mi; runtime error: " + unitErr,
+			want: "cri-guard: pod team-a/tiny: memory limit 2000 bytes: systemd could not start the cgroup scope unit of the pod sandbox (pause container): the process moved into it was OOM-killed (evidence: the pod cgroup's memory.events oom went from 0 to 2 during the call, the pod cgroup hit its limit 36 times during the call (memory.events max 0 to 36)); fix: a memory quantity without a unit is bytes, did you mean 2000Mi? (at least 12Mi); runtime error: " + unitErr,
 		},
 		"no OOM during the call: untouched": {},
 	} {
@@ -275,11 +275,11 @@ func TestStartContainerEvidenceBelongsToTheCall(t *testing.T) {
 	}{
 		"hog's kill before the call, tiny2's during it": {
 			during: []string{tinyKill},
-			want:   "cri-guard: pod team-a/web: memory limit 2000 bytes: container tiny2 was OOM-killed while starting (evidence: kernel, during the call, in the container's cgroup: " + oom.ShortKernelLine(tinyKill) + "); fix: a memory quantity without a unit is bytes: give the limit in Mi or Gi, at least 12Mi; runtime error: " + runcOOM,
+			want:   "cri-guard: pod team-a/web: memory limit 2000 bytes: container tiny2 was OOM-killed while starting (evidence: kernel, during the call, in the container's cgroup: " + oom.ShortKernelLine(tinyKill) + "); fix: a memory quantity without a unit is bytes, did you mean 2000Mi? (at least 12Mi); runtime error: " + runcOOM,
 		},
 		"hog killed again during the call, in its own cgroup": {
 			during: []string{hogKill},
-			want:   "cri-guard: pod team-a/web: memory limit 2000 bytes: container tiny2 was OOM-killed while starting; fix: a memory quantity without a unit is bytes: give the limit in Mi or Gi, at least 12Mi; runtime error: " + runcOOM,
+			want:   "cri-guard: pod team-a/web: memory limit 2000 bytes: container tiny2 was OOM-killed while starting; fix: a memory quantity without a unit is bytes, did you mean 2000Mi? (at least 12Mi); runtime error: " + runcOOM,
 		},
 	} {
 		t.Run(name, func(t *testing.T) {

@@ -214,7 +214,12 @@ func fix(s Subject, m Match, e Evidence, limit int64, known bool) string {
 	case !known:
 		return "set the memory limit to at least " + policy.Size(floor)
 	case limit < policy.MiB:
-		return "a memory quantity without a unit is bytes: give the limit in Mi or Gi, at least " + policy.Size(floor)
+		// The limit asked for, in bytes, is the unit hint's clue, for the
+		// pod sandbox as for a container; a cgroup's value is not (the
+		// kernel rounded it). It failed for memory: never suggest less
+		// than a runtime needs to start, nor less than the floor.
+		want := max(floor, DefaultFloor)
+		return unitHint(s.Limit, want, "a memory quantity without a unit is bytes: give the limit in Mi or Gi, at least "+policy.Size(want))
 	case limit < floor:
 		return "set the memory limit to at least " + policy.Size(floor)
 	case limit < SmallLimit:

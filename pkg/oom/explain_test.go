@@ -34,7 +34,25 @@ func TestExplain(t *testing.T) {
 			s:    Subject{Pod: "e2e/web", Limit: 2000},
 			m:    mkdir,
 			e:    with(func(e *Evidence) { e.Pod = Cgroup{Path: "/kubepods/pod1", Read: true, Limit: 0}; e.OOMBefore = 0 }),
-			want: "cri-guard: pod e2e/web: memory limit 2000 bytes: the runtime could not create the cgroup of the pod sandbox (pause container): the pod cgroup's limit leaves no memory for a new cgroup (mkdir: cannot allocate memory); fix: a memory quantity without a unit is bytes: give the limit in Mi or Gi, at least 12Mi",
+			want: "cri-guard: pod e2e/web: memory limit 2000 bytes: the runtime could not create the cgroup of the pod sandbox (pause container): the pod cgroup's limit leaves no memory for a new cgroup (mkdir: cannot allocate memory); fix: a memory quantity without a unit is bytes, did you mean 2000Mi? (at least 12Mi)",
+		},
+		"tiny limit, floor lowered to a byte: the fix is still what a runtime needs": {
+			s:    Subject{Pod: "e2e/web", Limit: 2000, Floor: 1},
+			m:    mkdir,
+			e:    with(func(e *Evidence) { e.Pod = Cgroup{Path: "/kubepods/pod1", Read: true, Limit: 0}; e.OOMBefore = 0 }),
+			want: "cri-guard: pod e2e/web: memory limit 2000 bytes: the runtime could not create the cgroup of the pod sandbox (pause container): the pod cgroup's limit leaves no memory for a new cgroup (mkdir: cannot allocate memory); fix: a memory quantity without a unit is bytes, did you mean 2000Mi? (at least 12Mi)",
+		},
+		"tiny limit whose Mi would still be below the floor: no hint": {
+			s:    Subject{Pod: "e2e/web", Limit: 5, Floor: 12 << 20},
+			m:    mkdir,
+			e:    with(func(e *Evidence) { e.Pod = Cgroup{Path: "/kubepods/pod1", Read: true, Limit: 0}; e.OOMBefore = 0 }),
+			want: "cri-guard: pod e2e/web: memory limit 5 bytes: the runtime could not create the cgroup of the pod sandbox (pause container): the pod cgroup's limit leaves no memory for a new cgroup (mkdir: cannot allocate memory); fix: a memory quantity without a unit is bytes: give the limit in Mi or Gi, at least 12Mi",
+		},
+		"no limit asked, the pod cgroup's is tiny: no hint from a rounded value": {
+			s:    Subject{Pod: "e2e/web"},
+			m:    mkdir,
+			e:    with(func(e *Evidence) { e.Pod = Cgroup{Path: "/kubepods/pod1", Read: true, Limit: 4096}; e.OOMBefore = 0 }),
+			want: "cri-guard: pod e2e/web: memory limit 4096 bytes (4Ki) (the pod cgroup's): the runtime could not create the cgroup of the pod sandbox (pause container): the pod cgroup's limit leaves no memory for a new cgroup (mkdir: cannot allocate memory); fix: a memory quantity without a unit is bytes: give the limit in Mi or Gi, at least 12Mi",
 		},
 		"the pod cgroup and the request differ: both named, the cgroup's used": {
 			s:    Subject{Pod: "e2e/web", Limit: 64 << 20},
@@ -108,7 +126,7 @@ func TestExplain(t *testing.T) {
 				e.Pod = Cgroup{Path: "/kubepods.slice/kubepods-pod1.slice", Read: true, Version: 2, Limit: 0, Failcnt: 36, OOMEvents: 2}
 				e.OOMBefore, e.FailBefore, e.OOMEventsBefore = 0, 0, 0
 			}),
-			want: "cri-guard: pod e2e/tiny: memory limit 2000 bytes: systemd could not start the cgroup scope unit of the pod sandbox (pause container): the process moved into it was OOM-killed (evidence: the pod cgroup's memory.events oom went from 0 to 2 during the call, the pod cgroup hit its limit 36 times during the call (memory.events max 0 to 36)); fix: a memory quantity without a unit is bytes: give the limit in Mi or Gi, at least 12Mi",
+			want: "cri-guard: pod e2e/tiny: memory limit 2000 bytes: systemd could not start the cgroup scope unit of the pod sandbox (pause container): the process moved into it was OOM-killed (evidence: the pod cgroup's memory.events oom went from 0 to 2 during the call, the pod cgroup hit its limit 36 times during the call (memory.events max 0 to 36)); fix: a memory quantity without a unit is bytes, did you mean 2000Mi? (at least 12Mi)",
 		},
 		"systemd scope failed, no OOM": {
 			s: Subject{Pod: "e2e/tiny", Limit: 2000},
