@@ -133,8 +133,8 @@ func closeAll(files []*os.File) {
 
 // listenControl creates the control socket at path, replacing a stale one.
 func listenControl(path string) (*net.UnixListener, error) {
-	if err := removeStaleControl(path); err != nil {
-		return nil, err
+	if err := proxy.RemoveStale("unixpacket", path); err != nil {
+		return nil, fmt.Errorf("control socket: %w", err)
 	}
 	l, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: path, Net: "unixpacket"})
 	if err != nil {
@@ -148,28 +148,6 @@ func listenControl(path string) (*net.UnixListener, error) {
 	// handed the socket, or that bound a new one there, keeps using it.
 	l.SetUnlinkOnClose(false)
 	return l, nil
-}
-
-func removeStaleControl(path string) error {
-	fi, err := os.Lstat(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	if fi.Mode()&os.ModeSocket == 0 {
-		return fmt.Errorf("control socket %s exists and is not a socket; refusing to remove it", path)
-	}
-	c, err := net.DialTimeout("unixpacket", path, time.Second)
-	if err == nil {
-		c.Close()
-		return fmt.Errorf("control socket %s: %w", path, proxy.ErrSocketInUse)
-	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("remove stale control socket: %w", err)
-	}
-	return nil
 }
 
 // dialControl connects to a running daemon's control socket; it returns

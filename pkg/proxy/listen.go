@@ -39,7 +39,7 @@ func Listen(endpoint string, mode os.FileMode, gid int) (net.Listener, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 		return nil, fmt.Errorf("socket directory: %w", err)
 	}
-	if err := removeStale(path); err != nil {
+	if err := RemoveStale("unix", path); err != nil {
 		return nil, err
 	}
 	l, err := net.Listen("unix", path)
@@ -59,8 +59,12 @@ func Listen(endpoint string, mode os.FileMode, gid int) (net.Listener, error) {
 	return l, nil
 }
 
-// removeStale removes path if it is a socket that nobody serves.
-func removeStale(path string) error {
+// RemoveStale removes the socket file at path if nobody serves it on
+// network ("unix" or "unixpacket"): only a refused connection means stale.
+// A missing file is not an error; a socket that a live process serves is
+// left alone and ErrSocketInUse returned; any other dial error is returned,
+// since it cannot tell whether the socket is in use.
+func RemoveStale(network, path string) error {
 	fi, err := os.Lstat(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
@@ -71,10 +75,13 @@ func removeStale(path string) error {
 	if fi.Mode()&os.ModeSocket == 0 {
 		return fmt.Errorf("%s exists and is not a socket; refusing to remove it", path)
 	}
-	c, err := net.DialTimeout("unix", path, time.Second)
+	c, err := net.DialTimeout(network, path, time.Second)
 	if err == nil {
 		c.Close()
 		return fmt.Errorf("%s: %w", path, ErrSocketInUse)
+	}
+	if errors.Is(err, syscall.ENOENT) {
+		return nil
 	}
 	if !errors.Is(err, syscall.ECONNREFUSED) {
 		return fmt.Errorf("%s: cannot tell whether the socket is in use: %w", path, err)

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -75,4 +76,61 @@ func TestListenRefuses(t *testing.T) {
 	if b, _ := os.ReadFile(file); string(b) != "keep me" {
 		t.Error("the regular file was changed")
 	}
+}
+
+// TestRemoveStale: the one rule for both of the daemon's sockets (the CRI
+// socket, "unix", and the control socket, "unixpacket"): only a refused
+// connection means nobody serves the file.
+func TestRemoveStale(t *testing.T) {
+	for _, network := range []string{"unix", "unixpacket"} {
+		for name, tc := range map[string]struct {
+			setup   func(t *testing.T, path string)
+			want    string // the error, "" for none
+			removed bool
+		}{
+			"missing": {setup: func(*testing.T, string) {}, removed: true},
+			"stale": {setup: func(t *testing.T, path string) {
+				l := listenAt(t, network, path)
+				l.SetUnlinkOnClose(false)
+				l.Close()
+			}, removed: true},
+			"live": {setup: func(t *testing.T, path string) {
+				l := listenAt(t, network, path)
+				t.Cleanup(func() { l.Close() })
+			}, want: "%s: socket is in use by a live server"},
+			"other socket type": {setup: func(t *testing.T, path string) {
+				other := map[string]string{"unix": "unixpacket", "unixpacket": "unix"}[network]
+				l := listenAt(t, other, path)
+				t.Cleanup(func() { l.Close() })
+			}, want: "%s: cannot tell whether the socket is in use: dial " + network + " %[1]s: connect: protocol wrong type for socket"},
+			"regular file": {setup: func(t *testing.T, path string) {
+				os.WriteFile(path, nil, 0o600)
+			}, want: "%s exists and is not a socket; refusing to remove it"},
+		} {
+			t.Run(network+"/"+name, func(t *testing.T) {
+				path := filepath.Join(t.TempDir(), "s")
+				tc.setup(t, path)
+				err := RemoveStale(network, path)
+				want := ""
+				if tc.want != "" {
+					want = fmt.Sprintf(tc.want, path)
+				}
+				if got := fmt.Sprint(err); err == nil && want != "" || err != nil && got != want {
+					t.Errorf("RemoveStale(%s): got %v, want %q", network, err, want)
+				}
+				if _, err := os.Lstat(path); tc.removed != errors.Is(err, os.ErrNotExist) {
+					t.Errorf("file removed: %v, want %v", errors.Is(err, os.ErrNotExist), tc.removed)
+				}
+			})
+		}
+	}
+}
+
+func listenAt(t *testing.T, network, path string) *net.UnixListener {
+	t.Helper()
+	l, err := net.ListenUnix(network, &net.UnixAddr{Name: path, Net: network})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
 }
