@@ -35,13 +35,15 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cri-guard/cri-guard/pkg/attempts"
 	"github.com/cri-guard/cri-guard/pkg/config"
 	"github.com/cri-guard/cri-guard/pkg/proxy"
 )
 
 type ctlRequest struct {
-	Op  string `json:"op"` // "handover", "ready" or "reload"
+	Op  string `json:"op"` // "handover", "ready", "reload" or "attempts"
 	PID int    `json:"pid,omitempty"`
+	Pod string `json:"pod,omitempty"` // for attempts: a uid or namespace/name
 }
 
 type ctlReply struct {
@@ -55,6 +57,10 @@ type ctlReply struct {
 	Changed  bool   `json:"changed,omitempty"`
 	Upgraded int    `json:"upgraded,omitempty"` // pid of the new process after an upgrade
 	PID      int    `json:"pid,omitempty"`
+	// For attempts: the pod's RunPodSandbox calls that created no sandbox,
+	// newest first, and what the daemon keeps.
+	Attempts []attempts.Attempt `json:"attempts,omitempty"`
+	Kept     string             `json:"kept,omitempty"`
 }
 
 // controlEnv names the control socket for a successor that a daemon
@@ -309,7 +315,10 @@ type controlServer struct {
 	exe     executable
 	files   func() ([]*os.File, ctlReply, error)
 	reloads chan chan ctlReply // to the main loop: an in-place reload
-	handed  chan int           // to the main loop: the successor's pid
+	// attempts answers "attempts": the RunPodSandbox calls that created
+	// no sandbox. nil: none are kept.
+	attempts *attempts.Store
+	handed   chan int // to the main loop: the successor's pid
 
 	mu        sync.Mutex
 	handing   bool             // a handover is under way
@@ -373,9 +382,60 @@ func (cs *controlServer) handle(c *net.UnixConn) {
 		cs.handover(c, peerPID(c))
 	case "reload":
 		send(c, cs.reload())
+	case "attempts":
+		send(c, cs.attemptsOf(req.Pod))
 	default:
 		send(c, ctlReply{Error: fmt.Sprintf("unknown request %q", req.Op)})
 	}
+}
+
+// maxReply bounds a reply to what receive reads in one message.
+const maxReply = 60 << 10
+
+// attemptsOf answers "attempts" for pod: what the store holds, the oldest
+// left out if the reply would not fit in one message.
+func (cs *controlServer) attemptsOf(pod string) ctlReply {
+	max, ttl := cs.attempts.Bounds()
+	rep := ctlReply{OK: true, PID: os.Getpid(), Attempts: cs.attempts.Find(pod),
+		Kept: fmt.Sprintf("the last %d pods, each for %s after its latest call, until the daemon restarts", max, ttl)}
+	if cs.attempts == nil {
+		rep.Kept = "nothing: this daemon keeps no attempts"
+	}
+	for len(rep.Attempts) > 0 {
+		if b, err := json.Marshal(rep); err == nil && len(b) <= maxReply {
+			break
+		}
+		rep.Attempts = rep.Attempts[:len(rep.Attempts)-1]
+	}
+	return rep
+}
+
+// askAttempts asks the daemon whose control socket is path for the
+// RunPodSandbox calls of pod that created no sandbox, waiting until
+// deadline.
+func askAttempts(path, pod string, deadline time.Time) (ctlReply, error) {
+	c, err := dialControl(path)
+	if err != nil {
+		return ctlReply{}, err
+	}
+	if c == nil {
+		return ctlReply{}, fmt.Errorf("no daemon answers on %s", path)
+	}
+	defer c.Close()
+	c.SetDeadline(deadline)
+	if err := send(c, ctlRequest{Op: "attempts", Pod: pod}); err != nil {
+		return ctlReply{}, fmt.Errorf("control socket %s: %w", path, err)
+	}
+	var rep ctlReply
+	files, err := receive(c, &rep)
+	closeAll(files)
+	if err != nil {
+		return ctlReply{}, fmt.Errorf("control socket %s: %w", path, err)
+	}
+	if !rep.OK {
+		return ctlReply{}, fmt.Errorf("control socket %s: %s", path, rep.Error)
+	}
+	return rep, nil
 }
 
 // handover gives the sockets to the process pid and waits for it to say it

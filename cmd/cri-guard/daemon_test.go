@@ -23,7 +23,9 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -500,5 +502,90 @@ func (d *daemon) waitLog(t *testing.T, s string) {
 			t.Fatalf("output lacks %q:\n%s", s, d.out.String())
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// neverStarts is a runtime with no sandbox; a RunPodSandbox that reaches it
+// is counted and refused.
+type neverStarts struct {
+	versionOnly
+	reached chan struct{}
+}
+
+func (neverStarts) ListPodSandbox(context.Context, *runtimeapi.ListPodSandboxRequest) (*runtimeapi.ListPodSandboxResponse, error) {
+	return &runtimeapi.ListPodSandboxResponse{}, nil
+}
+
+func (n neverStarts) RunPodSandbox(context.Context, *runtimeapi.RunPodSandboxRequest) (*runtimeapi.RunPodSandboxResponse, error) {
+	n.reached <- struct{}{}
+	return nil, fmt.Errorf("the fake runtime creates no sandbox")
+}
+
+// Issue 16 item 11: a pod that never started is known to the node by its
+// uid alone (its cgroup's name); `cri-guard explain namespace/name` finds
+// it through the RunPodSandbox calls the running daemon refused, and
+// prints the uid the cgroup uses.
+func TestExplainNeverStartedPodByName(t *testing.T) {
+	bin := binary(t)
+	dir := shortDir(t)
+	rt := neverStarts{reached: make(chan struct{}, 8)}
+	up := serveRuntimeAt(t, dir, rt)
+	sock := "unix://" + filepath.Join(dir, "g.sock")
+	root := filepath.Join(dir, "cgroup") // no cgroups: explain must not need them
+	os.MkdirAll(filepath.Join(root, "memory"), 0o755)
+	d := start(t, exec.Command(bin, "serve", "--listen", sock, "--upstream", up, "--cgroup-root", root))
+	if _, err := version(sock, 20*time.Second); err != nil {
+		t.Fatalf("Version through cri-guard: %v\n%s", err, d.out.String())
+	}
+
+	cc, err := grpc.NewClient(sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	const refusal = "pod team-a/tiny: memory limit 2000 bytes is below the 12Mi minimum needed to start the pod sandbox; a memory quantity without a unit is bytes, did you mean 2000Mi?"
+	for attempt := range uint32(2) { // the kubelet tries again
+		_, err = runtimeapi.NewRuntimeServiceClient(cc).RunPodSandbox(context.Background(), &runtimeapi.RunPodSandboxRequest{Config: &runtimeapi.PodSandboxConfig{
+			Metadata:    &runtimeapi.PodSandboxMetadata{Namespace: "team-a", Name: "tiny", Uid: "5f3c9a1e", Attempt: attempt},
+			Annotations: map[string]string{"kubernetes.io/config.source": "file"},
+			Linux: &runtimeapi.LinuxPodSandboxConfig{CgroupParent: "/kubepods/burstable/pod5f3c9a1e",
+				Resources: &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 2000}},
+		}})
+		if st, _ := status.FromError(err); st.Code() != codes.InvalidArgument || st.Message() != refusal {
+			t.Fatalf("RunPodSandbox of 2000 bytes: %v, want InvalidArgument: %s", err, refusal)
+		}
+	}
+	if len(rt.reached) != 0 {
+		t.Fatal("the refused RunPodSandbox reached the runtime")
+	}
+
+	for _, pod := range []string{"team-a/tiny", "5f3c9a1e"} {
+		out, err := exec.Command(bin, "explain", pod, "--runtime-endpoint", up, "--listen", sock, "--cgroup-root", root).CombinedOutput()
+		if err != nil {
+			t.Fatalf("explain %s: %v\n%s", pod, err, out)
+		}
+		t.Logf("cri-guard explain %s:\n%s", pod, out)
+		for _, want := range []*regexp.Regexp{
+			regexp.MustCompile(`(?m)^pod team-a/tiny \(uid 5f3c9a1e\)\nsandboxes: 0\n`),
+			regexp.MustCompile(`(?m)^RunPodSandbox calls that created no sandbox, as the running cri-guard saw them:\n` +
+				`  uid 5f3c9a1e  attempt 1  refused by cri-guard  2 calls, from \S+ \S+ UTC to \S+ \S+ UTC  cgroup parent /kubepods/burstable/pod5f3c9a1e\n` +
+				`    InvalidArgument: ` + regexp.QuoteMeta(refusal) + `\n`),
+			regexp.MustCompile(`(?m)^note: never created: found through the RunPodSandbox calls the running cri-guard \(pid ` + fmt.Sprint(d.cmd.Process.Pid) +
+				`\) saw; the uid here, 5f3c9a1e, is the one the kubelet sent and the pod's cgroup is named after$`),
+			regexp.MustCompile(`(?m)^note: a static pod \(kubernetes.io/config.source file\): kubectl shows its mirror pod's uid, which differs from 5f3c9a1e$`),
+			regexp.MustCompile(`(?m)^verdict: no pod sandbox exists: cri-guard refused its RunPodSandbox \(2 calls, the last at \S+ \S+ UTC\): InvalidArgument: ` + regexp.QuoteMeta(refusal) + `$`),
+		} {
+			if !want.Match(out) {
+				t.Errorf("explain %s lacks %s", pod, want)
+			}
+		}
+	}
+
+	// Once the daemon is gone, the same question has no answer: explain
+	// says it is unknown, not that there was none.
+	d.stop(t)
+	out, err := exec.Command(bin, "explain", "team-a/tiny", "--runtime-endpoint", up, "--listen", sock, "--cgroup-root", root).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "no sandbox of pod team-a/tiny, and the running cri-guard could not be asked which RunPodSandbox calls it saw fail (no daemon answers on "+strings.TrimPrefix(sock, "unix://")+".ctl), so whether any did is unknown: ") {
+		t.Errorf("explain with no daemon: %v\n%s", err, out)
 	}
 }

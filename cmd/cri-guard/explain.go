@@ -15,8 +15,11 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/cri-guard/cri-guard/pkg/attempts"
+	"github.com/cri-guard/cri-guard/pkg/config"
 	"github.com/cri-guard/cri-guard/pkg/facts"
 	"github.com/cri-guard/cri-guard/pkg/oom"
+	"github.com/cri-guard/cri-guard/pkg/proxy"
 )
 
 // explain tells why a pod cannot start or keeps dying, from the runtime,
@@ -28,6 +31,7 @@ func explain(ctx context.Context, args []string) error {
 	within := fs.String("cgroup-search", "/", "where to search the memory hierarchy for the pod's cgroup (e.g. /kubepods)")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	timeout := fs.Duration("timeout", 10*time.Second, "how long to wait for the runtime")
+	listen := fs.String("listen", config.Defaults.Listen, "the socket the running cri-guard serves; its control socket (the path plus .ctl) is asked for the pod's RunPodSandbox calls that created no sandbox")
 	pods, err := parseInterspersed(fs, args)
 	if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
@@ -37,7 +41,8 @@ func explain(ctx context.Context, args []string) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	r, err := explainPod(ctx, *endpoint, *root, *within, pods[0])
+	ask := func(pod string) daemonAnswer { return askDaemon(ctx, *listen, pod) }
+	r, err := explainPod(ctx, *endpoint, *root, *within, pods[0], ask)
 	if err != nil {
 		return err
 	}
@@ -53,13 +58,48 @@ func explain(ctx context.Context, args []string) error {
 // kernelOOMLines reads the kernel's oom-kill lines for a cgroup.
 var kernelOOMLines = oom.KernelOOMLines
 
-func explainPod(ctx context.Context, endpoint, root, within, pod string) (*oom.Report, error) {
+// daemonAnswer is what the running cri-guard said about a pod's
+// RunPodSandbox calls that created no sandbox, or why it could not say.
+type daemonAnswer struct {
+	attempts []attempts.Attempt
+	kept     string
+	pid      int
+	err      error
+}
+
+// askDaemon asks the daemon serving listen, over its control socket.
+func askDaemon(ctx context.Context, listen, pod string) daemonAnswer {
+	p, err := proxy.SocketPath(listen)
+	if err != nil {
+		return daemonAnswer{err: err}
+	}
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = time.Now().Add(5 * time.Second)
+	}
+	rep, err := askAttempts(p+".ctl", pod, deadline)
+	if err != nil {
+		return daemonAnswer{err: err}
+	}
+	return daemonAnswer{attempts: rep.Attempts, kept: rep.Kept, pid: rep.PID}
+}
+
+// note says what the daemon's answer means when it named no call: unknown
+// is not "none".
+func (a daemonAnswer) note(pod string) string {
+	if a.err != nil {
+		return "the running cri-guard could not be asked which RunPodSandbox calls it saw fail (" + a.err.Error() + "), so whether any did is unknown"
+	}
+	return fmt.Sprintf("the running cri-guard (pid %d) saw no RunPodSandbox call of %s fail; it keeps %s", a.pid, pod, a.kept)
+}
+
+func explainPod(ctx context.Context, endpoint, root, within, pod string, ask func(string) daemonAnswer) (*oom.Report, error) {
 	conn, err := grpc.NewClient(endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return nil, fmt.Errorf("runtime %s: %w", endpoint, err)
 	}
 	defer conn.Close()
-	r, err := explainWith(ctx, runtimeapi.NewRuntimeServiceClient(conn), root, within, pod)
+	r, err := explainWith(ctx, runtimeapi.NewRuntimeServiceClient(conn), root, within, pod, ask)
 	if err != nil {
 		return nil, fmt.Errorf("runtime %s: %w", endpoint, err)
 	}
@@ -76,8 +116,9 @@ const (
 )
 
 // explainWith builds the report of one pod from a runtime client, the
-// cgroup tree under root and the kernel log.
-func explainWith(ctx context.Context, rs runtimeapi.RuntimeServiceClient, root, within, pod string) (*oom.Report, error) {
+// cgroup tree under root, the kernel log and what ask learns from the
+// running cri-guard: a pod that never started is known by name only to it.
+func explainWith(ctx context.Context, rs runtimeapi.RuntimeServiceClient, root, within, pod string, ask func(string) daemonAnswer) (*oom.Report, error) {
 	list, err := rs.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
 	if err != nil {
 		return nil, fmt.Errorf("list pod sandboxes: %w", err)
@@ -91,14 +132,31 @@ func explainWith(ctx context.Context, rs runtimeapi.RuntimeServiceClient, root, 
 		}
 	}
 	sort.Slice(sandboxes, func(i, j int) bool { return sandboxes[i].GetCreatedAt() < sandboxes[j].GetCreatedAt() })
+	saw := ask(pod)
 	switch {
 	case len(sandboxes) > 0:
 		md := sandboxes[len(sandboxes)-1].GetMetadata()
 		r.Namespace, r.Name, r.UID = md.GetNamespace(), md.GetName(), md.GetUid()
+	case len(saw.attempts) > 0:
+		// Never created, but cri-guard saw the calls: the uid they carry
+		// is the one in the pod cgroup's name.
+		a := saw.attempts[0]
+		r.Namespace, r.Name, r.UID = a.Namespace, a.Name, a.UID
+		r.Notes = append(r.Notes, fmt.Sprintf("never created: found through the RunPodSandbox calls the running cri-guard (pid %d) saw; the uid here, %s, is the one the kubelet sent and the pod's cgroup is named after", saw.pid, a.UID))
+		if src := a.ConfigSource; src != "" && src != "api" {
+			r.Notes = append(r.Notes, fmt.Sprintf("a static pod (%s %s): kubectl shows its mirror pod's uid, which differs from %s", configSourceAnnotation, src, a.UID))
+		}
 	case strings.Contains(pod, "/"):
-		return nil, fmt.Errorf("no sandbox of pod %s: if RunPodSandbox never succeeded, give the pod's uid (kubectl get pod -n NAMESPACE NAME -o jsonpath='{.metadata.uid}'); %s", pod, mirrorHint)
+		return nil, fmt.Errorf("no sandbox of pod %s, and %s: if RunPodSandbox never succeeded, give the pod's uid (kubectl get pod -n NAMESPACE NAME -o jsonpath='{.metadata.uid}'); %s", pod, saw.note(pod), mirrorHint)
 	default:
 		r.UID = pod // never created: only its cgroup may exist
+	}
+	for _, a := range saw.attempts {
+		if a.UID == r.UID {
+			r.Attempts = append(r.Attempts, a)
+		} else if a.Namespace == r.Namespace && a.Name == r.Name {
+			r.Notes = append(r.Notes, fmt.Sprintf("the running cri-guard also saw RunPodSandbox calls of %s/%s with uid %s fail (a pod of that name deleted and created again); cri-guard explain %s shows them", a.Namespace, a.Name, a.UID, a.UID))
+		}
 	}
 	reader := facts.Reader{Root: root}
 	parent := ""
@@ -139,7 +197,10 @@ func explainWith(ctx context.Context, rs runtimeapi.RuntimeServiceClient, root, 
 		r.Cgroup = &c
 		r.Kernel = kernelOOMLines(c.Path, 10)
 	}
-	if len(sandboxes) == 0 && parent == "" {
+	if len(sandboxes) == 0 && len(r.Attempts) == 0 {
+		r.Notes = append(r.Notes, saw.note(pod))
+	}
+	if len(sandboxes) == 0 && parent == "" && len(r.Attempts) == 0 {
 		r.Notes = append(r.Notes, "no sandbox and no cgroup has uid "+pod+"; "+mirrorHint)
 	}
 	r.Judge()

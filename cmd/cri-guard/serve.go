@@ -16,6 +16,7 @@ import (
 	"github.com/coreos/go-systemd/v22/daemon"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/cri-guard/cri-guard/pkg/attempts"
 	"github.com/cri-guard/cri-guard/pkg/config"
 	"github.com/cri-guard/cri-guard/pkg/facts"
 	"github.com/cri-guard/cri-guard/pkg/guard"
@@ -73,11 +74,15 @@ func serve(ctx context.Context, args []string) (err error) {
 		}()
 	}
 
+	// The RunPodSandbox calls that created no sandbox, for `cri-guard
+	// explain` of a pod that never started (asked on the control socket).
+	tried := attempts.New(0, 0)
 	g, err := guard.New(guard.Options{
-		Policy: &cfg.Policy,
-		Facts:  facts.Reader{Root: cfg.CgroupRoot},
-		Logger: log,
-		Record: metrics.Record,
+		Attempts: tried,
+		Policy:   &cfg.Policy,
+		Facts:    facts.Reader{Root: cfg.CgroupRoot},
+		Logger:   log,
+		Record:   metrics.Record,
 		Explained: func(family string) {
 			metrics.TranslatedErrors.WithLabelValues(family).Inc()
 		},
@@ -148,6 +153,7 @@ func serve(ctx context.Context, args []string) (err error) {
 	cs := newControlServer(ctl, ctlPath, log, exe, func() ([]*os.File, ctlReply, error) {
 		return handoverFiles(l, ctl, ml, cfg.MetricsListen, isActivated)
 	})
+	cs.attempts = tried
 	go cs.serve()
 
 	// Try the runtime once before saying we are ready, so the log tells at

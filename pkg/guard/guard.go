@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/cri-guard/cri-guard/pkg/attempts"
 	"github.com/cri-guard/cri-guard/pkg/facts"
 	"github.com/cri-guard/cri-guard/pkg/oom"
 	"github.com/cri-guard/cri-guard/pkg/policy"
@@ -42,6 +43,8 @@ type Guard struct {
 	// startErrors keeps the explanations of failed StartContainer calls
 	// for the status of the container.
 	startErrors *recent
+	// attempts keeps the RunPodSandbox calls that created no sandbox.
+	attempts *attempts.Store
 }
 
 // Options configure a Guard.
@@ -60,6 +63,10 @@ type Options struct {
 	// Rewrote is told the reason (OOMKilled, StartError, ...) of every
 	// container status whose message was rewritten. It must not block.
 	Rewrote func(reason string)
+	// Attempts, if not nil, is told every RunPodSandbox call that created
+	// no sandbox (refused here or failed in the runtime), for
+	// `cri-guard explain` of a pod that never started.
+	Attempts *attempts.Store
 }
 
 // New returns a Guard.
@@ -74,7 +81,8 @@ func New(o Options) (*Guard, error) {
 		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	g := &Guard{facts: o.Facts, runtime: o.Runtime, log: o.Logger, record: o.Record, explained: o.Explained,
-		rewrote: o.Rewrote, events: newEvents(o.Logger), startErrors: newRecent(recentStartErrors)}
+		rewrote: o.Rewrote, events: newEvents(o.Logger), startErrors: newRecent(recentStartErrors),
+		attempts: o.Attempts}
 	g.policy.Store(o.Policy)
 	return g, nil
 }

@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/cri-guard/cri-guard/pkg/attempts"
 	"github.com/cri-guard/cri-guard/pkg/policy"
 )
 
@@ -18,15 +20,25 @@ type (
 )
 
 // RunPodSandbox refuses a pod whose memory limit is below the sandbox floor
-// before anything is created.
+// before anything is created. A call that creates no sandbox is kept in
+// the attempts store, after the call: a pod that never started is known
+// to the node by its uid alone.
 func (g *Guard) RunPodSandbox(ctx context.Context, req *runtimeapi.RunPodSandboxRequest, next runPodSandboxNext) (*runtimeapi.RunPodSandboxResponse, error) {
+	resp, outcome, err := g.runPodSandbox(ctx, req, next)
+	if err != nil {
+		g.noteAttempt(req, outcome, err)
+	}
+	return resp, err
+}
+
+func (g *Guard) runPodSandbox(ctx context.Context, req *runtimeapi.RunPodSandboxRequest, next runPodSandboxNext) (*runtimeapi.RunPodSandboxResponse, attempts.Outcome, error) {
 	pol := g.policy.Load()
 	cfg := req.GetConfig()
 	pod := podOf(cfg, req.GetRuntimeHandler())
 	parent := cfg.GetLinux().GetCgroupParent()
 	pf, err := g.readPod(parent)
 	if err != nil {
-		return nil, badCgroupParent(pod, parent, err)
+		return nil, attempts.Refused, badCgroupParent(pod, parent, err)
 	}
 	in := policy.Request{
 		Method:    policy.RunPodSandbox,
@@ -36,9 +48,27 @@ func (g *Guard) RunPodSandbox(ctx context.Context, req *runtimeapi.RunPodSandbox
 		PodCgroup: pf.limit,
 	}
 	if d := g.decide(ctx, pol, in); d.Action == policy.Reject {
-		return nil, refuse(d)
+		return nil, attempts.Refused, refuse(d)
 	}
-	return g.explainRunPodSandbox(req, next, pf)(ctx, req)
+	resp, err := g.explainRunPodSandbox(req, next, pf)(ctx, req)
+	return resp, attempts.Failed, err
+}
+
+// configSource is the annotation by which the kubelet marks a static pod
+// ("file" or "http"; "api" for the others).
+const configSource = "kubernetes.io/config.source"
+
+// noteAttempt keeps what the kubelet was told about a RunPodSandbox call
+// that created no sandbox.
+func (g *Guard) noteAttempt(req *runtimeapi.RunPodSandboxRequest, outcome attempts.Outcome, err error) {
+	if g.attempts == nil {
+		return
+	}
+	md := req.GetConfig().GetMetadata()
+	st := status.Convert(err)
+	g.attempts.Add(attempts.Attempt{Namespace: md.GetNamespace(), Name: md.GetName(), UID: md.GetUid(), Attempt: md.GetAttempt(),
+		CgroupParent: req.GetConfig().GetLinux().GetCgroupParent(), ConfigSource: req.GetConfig().GetAnnotations()[configSource],
+		Outcome: outcome, Code: st.Code().String(), Message: st.Message()})
 }
 
 // CreateContainer checks the container's memory limit against the container

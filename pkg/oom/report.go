@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/cri-guard/cri-guard/pkg/attempts"
 	"github.com/cri-guard/cri-guard/pkg/policy"
 )
 
@@ -17,6 +18,10 @@ type Report struct {
 	Sandboxes []Sandbox `json:"sandboxes"`
 	// Containers are the containers of all the sandboxes.
 	Containers []Container `json:"containers"`
+	// Attempts are the pod's RunPodSandbox calls that created no sandbox,
+	// as the running cri-guard saw them, newest first; empty when it was
+	// not asked or saw none (Notes say which).
+	Attempts []attempts.Attempt `json:"failedRunPodSandbox,omitempty"`
 	// Cgroup is the pod cgroup; nil when none was found.
 	Cgroup *Cgroup `json:"cgroup,omitempty"`
 	// Kernel holds the kernel's oom-kill lines for the pod cgroup.
@@ -82,6 +87,16 @@ func (r *Report) Judge() {
 		}
 	}
 	switch {
+	case len(r.Sandboxes) == 0 && len(r.Attempts) > 0:
+		a := r.Attempts[0]
+		who := "the runtime failed"
+		if a.Outcome == attempts.Refused {
+			who = "cri-guard refused"
+		}
+		// What the kubelet was told names the limit asked for, which the
+		// pod cgroup, rounded down by the kernel, may no longer show.
+		r.Verdict = fmt.Sprintf("no pod sandbox exists: %s its RunPodSandbox (%s, the last at %s): %s: %s",
+			who, calls(a.Calls), a.Last.UTC().Format(timeFormat), a.Code, a.Message)
 	case limited && pod.Limit < SmallLimit:
 		what := "no pod sandbox exists: RunPodSandbox keeps failing"
 		if len(r.Sandboxes) > 0 && !ready {
@@ -153,6 +168,21 @@ func (r *Report) Text() string {
 	for _, s := range r.Sandboxes {
 		fmt.Fprintf(&b, "  %s  attempt %d  %s\n", short(s.ID), s.Attempt, s.State)
 	}
+	if len(r.Attempts) > 0 {
+		b.WriteString("RunPodSandbox calls that created no sandbox, as the running cri-guard saw them:\n")
+		for _, a := range r.Attempts {
+			what := "failed in the runtime"
+			if a.Outcome == attempts.Refused {
+				what = "refused by cri-guard"
+			}
+			fmt.Fprintf(&b, "  uid %s  attempt %d  %s  %s, from %s to %s", a.UID, a.Attempt, what, calls(a.Calls),
+				a.First.UTC().Format(timeFormat), a.Last.UTC().Format(timeFormat))
+			if a.CgroupParent != "" {
+				fmt.Fprintf(&b, "  cgroup parent %s", a.CgroupParent)
+			}
+			fmt.Fprintf(&b, "\n    %s: %s\n", a.Code, a.Message)
+		}
+	}
 	fmt.Fprintf(&b, "containers: %d\n", len(r.Containers))
 	for _, c := range r.Containers {
 		fmt.Fprintf(&b, "  %s  %s  attempt %d  %s", short(c.ID), c.Name, c.Attempt, c.State)
@@ -201,6 +231,16 @@ func (r *Report) Text() string {
 		fmt.Fprintf(&b, "fix: %s\n", r.Fix)
 	}
 	return b.String()
+}
+
+// timeFormat is how the report says when a call was made.
+const timeFormat = "2006-01-02 15:04:05 UTC"
+
+func calls(n int) string {
+	if n == 1 {
+		return "1 call"
+	}
+	return fmt.Sprintf("%d calls", n)
 }
 
 func cgroupLine(c *Cgroup) string {

@@ -1,6 +1,18 @@
 package oom
 
-import "testing"
+import (
+	"testing"
+	"time"
+
+	"github.com/cri-guard/cri-guard/pkg/attempts"
+)
+
+var (
+	t0          = time.Date(2026, 12, 1, 19, 40, 0, 0, time.UTC)
+	tinyRefusal = "pod kube-system/tiny-node1: memory limit 2000 bytes is below the 12Mi minimum needed to start the pod sandbox; a memory quantity without a unit is bytes, did you mean 2000Mi?"
+	refusedTiny = attempts.Attempt{Namespace: "kube-system", Name: "tiny-node1", UID: "9a1e", Attempt: 2, CgroupParent: "/kubepods/burstable/pod9a1e",
+		Outcome: attempts.Refused, Code: "InvalidArgument", Message: tinyRefusal, First: t0, Last: t0.Add(20 * time.Second), Calls: 3}
+)
 
 func TestJudge(t *testing.T) {
 	tiny := &Cgroup{Path: "/k/pod1", Read: true, Limit: 1 << 20, OOMKills: 4}
@@ -18,6 +30,18 @@ func TestJudge(t *testing.T) {
 			r:       Report{Cgroup: &Cgroup{Read: true, Limit: 0}, Sandboxes: []Sandbox{{State: "SANDBOX_NOTREADY"}}},
 			verdict: "the pod's memory limit, 0 bytes, is too small to start a container (runc and the pause process need a few MiB); its sandbox is not ready",
 			fix:     "a memory quantity without a unit is bytes: give the limit in Mi or Gi, at least 12Mi",
+		},
+		"never created, refused by cri-guard: what the kubelet was told, over the rounded cgroup": {
+			r:       Report{Cgroup: &Cgroup{Read: true, Limit: 0}, Attempts: []attempts.Attempt{refusedTiny}},
+			verdict: "no pod sandbox exists: cri-guard refused its RunPodSandbox (3 calls, the last at 2026-12-01 19:40:20 UTC): InvalidArgument: " + tinyRefusal,
+		},
+		"never created, failed in the runtime": {
+			r:       Report{Attempts: []attempts.Attempt{{Outcome: attempts.Failed, Code: "Unknown", Message: "failed to pull image", Calls: 1, Last: t0}}},
+			verdict: "no pod sandbox exists: the runtime failed its RunPodSandbox (1 call, the last at 2026-12-01 19:40:00 UTC): Unknown: failed to pull image",
+		},
+		"a sandbox exists: earlier failures do not decide": {
+			r:       Report{Cgroup: &Cgroup{Read: true, Limit: 256 << 20}, Sandboxes: []Sandbox{{State: "SANDBOX_READY"}}, Attempts: []attempts.Attempt{refusedTiny}},
+			verdict: "no sign of memory trouble: no OOM kill in the pod cgroup and no container OOMKilled",
 		},
 		"container killed": {
 			r:       Report{Cgroup: big, Kernel: []string{"a", "b"}, Sandboxes: []Sandbox{{State: "SANDBOX_READY"}}, Containers: []Container{{Name: "app", Reason: "OOMKilled"}, {Name: "app", Reason: "OOMKilled"}}},
@@ -89,6 +113,31 @@ kernel:
 note: a static pod (kubernetes.io/config.source file): its uid here, 3f0c, is the one in its cgroup's name; kubectl shows its mirror pod's uid, which differs
 verdict: container hog was OOM-killed (the containers' cgroups count 4 oom-kills; the kernel logged 4 oom-kills in this pod's cgroups)
 fix: raise the memory limit of hog above its peak usage, or make it use less memory
+`
+	if got := r.Text(); got != want {
+		t.Errorf("got\n%s\nwant\n%s", got, want)
+	}
+}
+
+// Issue 16 item 11: a pod that never started, found by name through what
+// the running cri-guard saw: the uid it prints is the one in the cgroup's
+// name.
+func TestReportTextNeverStarted(t *testing.T) {
+	r := Report{Namespace: "kube-system", Name: "tiny-node1", UID: "9a1e", Sandboxes: []Sandbox{}, Containers: []Container{},
+		Attempts: []attempts.Attempt{refusedTiny},
+		Cgroup:   &Cgroup{Path: "/kubepods/burstable/pod9a1e", Read: true, Version: 1, Limit: 0}}
+	r.Judge()
+	want := `pod kube-system/tiny-node1 (uid 9a1e)
+sandboxes: 0
+RunPodSandbox calls that created no sandbox, as the running cri-guard saw them:
+  uid 9a1e  attempt 2  refused by cri-guard  3 calls, from 2026-12-01 19:40:00 UTC to 2026-12-01 19:40:20 UTC  cgroup parent /kubepods/burstable/pod9a1e
+    InvalidArgument: ` + tinyRefusal + `
+containers: 0
+pod cgroup: /kubepods/burstable/pod9a1e
+  limit 0 bytes, usage 0 bytes, peak 0 bytes, failcnt 0, oom_kill 0
+  (cgroup v1: the pod cgroup's oom_kill counts kills in the pod cgroup itself, not in its containers' cgroups; those count 0, of the containers whose cgroups still exist)
+kernel: no oom-kill line for this pod in the kernel log (or the log is not readable)
+verdict: no pod sandbox exists: cri-guard refused its RunPodSandbox (3 calls, the last at 2026-12-01 19:40:20 UTC): InvalidArgument: ` + tinyRefusal + `
 `
 	if got := r.Text(); got != want {
 		t.Errorf("got\n%s\nwant\n%s", got, want)
