@@ -87,16 +87,11 @@ func (r *Report) Judge() {
 		}
 	}
 	switch {
-	case len(r.Sandboxes) == 0 && len(r.Attempts) > 0:
-		a := r.Attempts[0]
-		who := "the runtime failed"
-		if a.Outcome == attempts.Refused {
-			who = "cri-guard refused"
-		}
-		// What the kubelet was told names the limit asked for, which the
-		// pod cgroup, rounded down by the kernel, may no longer show.
-		r.Verdict = fmt.Sprintf("no pod sandbox exists: %s its RunPodSandbox (%s, the last at %s): %s: %s",
-			who, calls(a.Calls), a.Last.UTC().Format(timeFormat), a.Code, a.Message)
+	case len(r.Sandboxes) == 0 && len(r.Attempts) > 0 && r.Attempts[0].Outcome == attempts.Refused:
+		// cri-guard's refusal is the cause, and what the kubelet was told
+		// names the limit asked for, which the pod cgroup, rounded down by
+		// the kernel, may no longer show.
+		r.Verdict = r.attemptVerdict()
 	case limited && pod.Limit < SmallLimit:
 		what := "no pod sandbox exists: RunPodSandbox keeps failing"
 		if len(r.Sandboxes) > 0 && !ready {
@@ -111,6 +106,9 @@ func (r *Report) Judge() {
 		} else {
 			r.Fix = "set the pod's memory limit to at least " + policy.Quantity(DefaultFloor)
 		}
+	case len(r.Sandboxes) == 0 && len(r.Attempts) > 0:
+		// The runtime failed it, and the pod cgroup does not show why.
+		r.Verdict = r.attemptVerdict()
 	case len(killed) > 0:
 		r.Verdict = fmt.Sprintf("container %s was OOM-killed%s", strings.Join(dedup(killed), ", "), r.evidence())
 		r.Fix = "raise the memory limit of " + strings.Join(dedup(killed), ", ") + " above its peak usage, or make it use less memory"
@@ -122,6 +120,18 @@ func (r *Report) Judge() {
 	default:
 		r.Verdict = "no sign of memory trouble: no OOM kill in the pod cgroup and no container OOMKilled"
 	}
+}
+
+// attemptVerdict says how the newest RunPodSandbox call of a pod that
+// never started ended.
+func (r *Report) attemptVerdict() string {
+	a := r.Attempts[0]
+	who := "the runtime failed"
+	if a.Outcome == attempts.Refused {
+		who = "cri-guard refused"
+	}
+	return fmt.Sprintf("no pod sandbox exists: %s its RunPodSandbox (%s, the last at %s): %s: %s",
+		who, calls(a.Calls), a.Last.UTC().Format(timeFormat), a.Code, a.Message)
 }
 
 // evidence says what shows OOM kills: the counter and the kernel's lines.

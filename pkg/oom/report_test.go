@@ -39,6 +39,11 @@ func TestJudge(t *testing.T) {
 			r:       Report{Attempts: []attempts.Attempt{{Outcome: attempts.Failed, Code: "Unknown", Message: "failed to pull image", Calls: 1, Last: t0}}},
 			verdict: "no pod sandbox exists: the runtime failed its RunPodSandbox (1 call, the last at 2026-12-01 19:40:00 UTC): Unknown: failed to pull image",
 		},
+		"never created, failed in the runtime at a tiny limit: the cgroup's evidence decides": {
+			r:       Report{Cgroup: tiny, Attempts: []attempts.Attempt{{Outcome: attempts.Failed, Code: "Unknown", Message: "cri-guard: ... OOM-killed while starting", Calls: 1, Last: t0}}},
+			verdict: "the pod's memory limit, 1048576 bytes (1Mi), is too small to start a container (runc and the pause process need a few MiB); no pod sandbox exists: RunPodSandbox keeps failing (the pod cgroup's oom_kill counter is 4)",
+			fix:     "set the pod's memory limit to at least 12Mi",
+		},
 		"a sandbox exists: earlier failures do not decide": {
 			r:       Report{Cgroup: &Cgroup{Read: true, Limit: 256 << 20}, Sandboxes: []Sandbox{{State: "SANDBOX_READY"}}, Attempts: []attempts.Attempt{refusedTiny}},
 			verdict: "no sign of memory trouble: no OOM kill in the pod cgroup and no container OOMKilled",
