@@ -115,6 +115,11 @@ const (
 		`take the one in its kubernetes.io/config.mirror annotation (kubectl get pod -n NAMESPACE NAME -o jsonpath='{.metadata.annotations.kubernetes\.io/config\.mirror}'), or give namespace/name`
 )
 
+// staticSource says whether a kubelet config source is a static pod's: a
+// manifest file or URL ("api" is the API server's; tools such as the demo
+// set names of their own).
+func staticSource(src string) bool { return src == "file" || src == "http" }
+
 // explainWith builds the report of one pod from a runtime client, the
 // cgroup tree under root, the kernel log and what ask learns from the
 // running cri-guard: a pod that never started is known by name only to it.
@@ -143,7 +148,7 @@ func explainWith(ctx context.Context, rs runtimeapi.RuntimeServiceClient, root, 
 		a := saw.attempts[0]
 		r.Namespace, r.Name, r.UID = a.Namespace, a.Name, a.UID
 		r.Notes = append(r.Notes, fmt.Sprintf("never created: found through the RunPodSandbox calls the running cri-guard (pid %d) saw; the uid here, %s, is the one the kubelet sent and the pod's cgroup is named after", saw.pid, a.UID))
-		if src := a.ConfigSource; src != "" && src != "api" {
+		if src := a.ConfigSource; staticSource(src) {
 			r.Notes = append(r.Notes, fmt.Sprintf("a static pod (%s %s): kubectl shows its mirror pod's uid, which differs from %s", configSourceAnnotation, src, a.UID))
 		}
 	case strings.Contains(pod, "/"):
@@ -161,7 +166,7 @@ func explainWith(ctx context.Context, rs runtimeapi.RuntimeServiceClient, root, 
 	reader := facts.Reader{Root: root}
 	parent := ""
 	if n := len(sandboxes); n > 0 {
-		if src := sandboxes[n-1].GetAnnotations()[configSourceAnnotation]; src != "" && src != "api" {
+		if src := sandboxes[n-1].GetAnnotations()[configSourceAnnotation]; staticSource(src) {
 			r.Notes = append(r.Notes, fmt.Sprintf("a static pod (%s %s): its uid here, %s, is the one in its cgroup's name; kubectl shows its mirror pod's uid, which differs", configSourceAnnotation, src, r.UID))
 		}
 	}

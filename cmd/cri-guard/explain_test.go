@@ -107,10 +107,11 @@ func TestExplainWith(t *testing.T) {
 	}
 
 	for name, tc := range map[string]struct {
-		pod  string
-		ask  func(string) daemonAnswer
-		want []string
-		err  string
+		pod    string
+		ask    func(string) daemonAnswer
+		want   []string
+		absent string
+		err    string
 	}{
 		"never started, by namespace/name: what the daemon saw, with the cgroup's uid": {
 			pod: "kube-system/tiny-node1", ask: daemon,
@@ -133,6 +134,15 @@ func TestExplainWith(t *testing.T) {
 				"  uid 9a1e  attempt 2  refused by cri-guard  3 calls,",
 				"verdict: no pod sandbox exists: cri-guard refused its RunPodSandbox (3 calls,",
 			},
+		},
+		"config source of a tool, not a static pod: no mirror note": {
+			pod: "kube-system/tool-made", ask: func(string) daemonAnswer {
+				a := tiny
+				a.Name, a.UID, a.ConfigSource = "tool-made", "7c7c", "demo"
+				return daemonAnswer{pid: 4242, attempts: []attempts.Attempt{a}}
+			},
+			want:   []string{"pod kube-system/tool-made (uid 7c7c)\n"},
+			absent: "mirror",
 		},
 		"a uid the daemon did not see": {
 			pod: "5b5b", ask: daemon,
@@ -191,6 +201,9 @@ func TestExplainWith(t *testing.T) {
 				if !strings.Contains(out, w) {
 					t.Errorf("missing %q in\n%s", w, out)
 				}
+			}
+			if tc.absent != "" && strings.Contains(out, tc.absent) {
+				t.Errorf("%q in\n%s", tc.absent, out)
 			}
 		})
 	}

@@ -327,8 +327,11 @@ func (d *demo) oomAtStart(ctx context.Context, _ internalapi.RuntimeService) err
 		d.result(err)
 	}
 
-	// The sandbox never started, so explain finds the pod by its uid.
-	args := []string{"explain", "--runtime-endpoint", d.rt.Endpoint, "--cgroup-search", d.rt.CgroupRoot, cfg.Metadata.Uid}
+	// The sandbox never started: the runtime does not know the pod's name,
+	// the cgroup carries only its uid. explain finds it by name through the
+	// call the running cri-guard saw fail (--listen: that cri-guard).
+	args := []string{"explain", "--runtime-endpoint", d.rt.Endpoint, "--cgroup-search", d.rt.CgroupRoot, "--listen", g.Endpoint,
+		namespace + "/" + cfg.Metadata.Name}
 	d.say("\ncri-guard %s", strings.Join(args, " "))
 	out, err := exec.CommandContext(ctx, d.opts.Binary, args...).CombinedOutput()
 	for _, l := range strings.Split(strings.TrimRight(string(out), "\n"), "\n") {

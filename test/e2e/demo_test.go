@@ -99,6 +99,13 @@ func TestDemo(t *testing.T) {
 		"; runtime error: ",
 		"container init was OOM-killed (memory limit too low?)",
 		"\ncri-guard explain ",
+		// Found by name, though it never started: through the call the
+		// running cri-guard saw fail (issue 16 item 11).
+		"\n   pod demo/small (uid small-",
+		"\n   RunPodSandbox calls that created no sandbox, as the running cri-guard saw them:\n     uid small-",
+		"  attempt 0  failed in the runtime  1 call, from ",
+		"\n       Unknown: cri-guard: pod demo/small: memory limit 1048576 bytes (1Mi): the pod sandbox (pause container) was OOM-killed while starting",
+		"\n   note: never created: found through the RunPodSandbox calls the running cri-guard (pid ",
 		"verdict: the pod's memory limit, 1048576 bytes (1Mi), is too small",
 		"fix: set the pod's memory limit to at least 12Mi",
 	} {
