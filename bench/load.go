@@ -301,7 +301,8 @@ func (a *cell) result(suite, workload, relay string, c int) Result {
 
 func ms(d time.Duration) float64 { return float64(d) / 1e6 }
 
-// drive calls op from c goroutines until dur has passed.
+// drive calls op from c goroutines until dur has passed; each goroutine
+// makes at least one call, however late a busy machine runs it.
 func drive(c int, dur time.Duration, op func(context.Context) error) ([]time.Duration, int, time.Duration) {
 	var mu sync.Mutex
 	var all []time.Duration
@@ -315,7 +316,7 @@ func drive(c int, dur time.Duration, op func(context.Context) error) ([]time.Dur
 			defer wg.Done()
 			lat := make([]time.Duration, 0, 1024)
 			e := 0
-			for time.Now().Before(end) {
+			for first := true; first || time.Now().Before(end); first = false {
 				t := time.Now()
 				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 				err := op(ctx)
