@@ -164,7 +164,7 @@ func (d *daemon) stop(t *testing.T) {
 	d.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-d.exited:
-	case <-time.After(15 * time.Second):
+	case <-time.After(time.Minute): // a hang guard
 		t.Errorf("cri-guard did not stop on SIGTERM")
 		d.cmd.Process.Kill()
 		<-d.exited
@@ -224,8 +224,8 @@ func TestReadyOnlyOnceListening(t *testing.T) {
 		}
 	case <-d.exited:
 		t.Fatalf("cri-guard exited before READY=1: %v", d.err)
-	case <-time.After(20 * time.Second):
-		t.Fatal("no READY=1 within 20s")
+	case <-time.After(time.Minute): // a hang guard
+		t.Fatal("no READY=1 within a minute")
 	}
 	// At the moment READY=1 arrives the socket must already accept.
 	conn, err := net.Dial("unix", strings.TrimPrefix(sock, "unix://"))
@@ -233,7 +233,7 @@ func TestReadyOnlyOnceListening(t *testing.T) {
 		t.Fatalf("dial right after READY=1: %v", err)
 	}
 	conn.Close()
-	v, err := version(sock, 5*time.Second)
+	v, err := version(sock, time.Minute)
 	if err != nil {
 		t.Fatalf("Version through cri-guard: %v", err)
 	}
@@ -270,7 +270,7 @@ func TestSocketActivationSurvivesRestart(t *testing.T) {
 	unused := filepath.Join(dir, "unused.sock")
 	args := []string{"serve", "--listen", "unix://" + unused, "--upstream", up}
 	d := activate(t, bin, l, args...)
-	if _, err := version("unix://"+path, 10*time.Second); err != nil {
+	if _, err := version("unix://"+path, time.Minute); err != nil {
 		t.Fatalf("Version on the activated socket: %v\n%s", err, d.out.String())
 	}
 	d.waitLog(t, "socket-activated=true")
@@ -292,7 +292,7 @@ func TestSocketActivationSurvivesRestart(t *testing.T) {
 	}
 	res := make(chan result, 1)
 	go func() {
-		v, err := version("unix://"+path, 20*time.Second)
+		v, err := version("unix://"+path, time.Minute)
 		res <- result{v, err}
 	}()
 	time.Sleep(300 * time.Millisecond)
@@ -354,16 +354,28 @@ func TestMetricsAndStatusOfARealDaemon(t *testing.T) {
 	case <-msgs:
 	case <-d.exited:
 		t.Fatalf("cri-guard exited: %v\n%s", d.err, d.out.String())
-	case <-time.After(20 * time.Second):
-		t.Fatal("no READY=1 within 20s")
+	case <-time.After(time.Minute): // a hang guard
+		t.Fatal("no READY=1 within a minute")
 	}
 	for range 3 {
-		if _, err := version(sock, 5*time.Second); err != nil {
+		if _, err := version(sock, time.Minute); err != nil {
 			t.Fatal(err)
 		}
 	}
 
-	code, body := httpGet(t, "http://"+addr+"/metrics")
+	// The upstream state gauge follows the daemon's own connection to the
+	// runtime, on a goroutine of its own: the calls above do not wait for
+	// it. Wait until it says READY (a hang guard), then read the rest.
+	var code int
+	var body string
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(20 * time.Millisecond) {
+		if code, body = httpGet(t, "http://"+addr+"/metrics"); strings.Contains(body, `cri_guard_upstream_state{state="READY"} 1`+"\n") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/metrics never said READY:\n%s", body)
+		}
+	}
 	if code != http.StatusOK {
 		t.Fatalf("/metrics: %d", code)
 	}
@@ -388,7 +400,7 @@ func TestMetricsAndStatusOfARealDaemon(t *testing.T) {
 		t.Errorf("a plain relayed call was logged:\n%s", d.out.String())
 	}
 
-	out, err = exec.Command(bin, "status", "--config", cfg).CombinedOutput()
+	out, err = exec.Command(bin, "status", "--config", cfg, "--timeout", "1m").CombinedOutput()
 	if err != nil {
 		t.Fatalf("status: %v\n%s", err, out)
 	}
@@ -405,7 +417,7 @@ func TestMetricsAndStatusOfARealDaemon(t *testing.T) {
 		}
 	}
 
-	out, err = exec.Command(bin, "status", "--config", cfg, "--json").Output()
+	out, err = exec.Command(bin, "status", "--config", cfg, "--json", "--timeout", "1m").Output()
 	if err != nil {
 		t.Fatalf("status --json: %v\n%s", err, out)
 	}
@@ -425,7 +437,9 @@ func TestMetricsAndStatusOfARealDaemon(t *testing.T) {
 
 	// Stopped daemon: status fails and says why.
 	d.stop(t)
-	out, err = exec.Command(bin, "status", "--config", cfg, "--timeout", "500ms").CombinedOutput()
+	// The refused connection is immediate; the timeout bounds the wait for
+	// the socket, which no one serves now (WaitForReady).
+	out, err = exec.Command(bin, "status", "--config", cfg, "--timeout", "5s").CombinedOutput()
 	if err == nil {
 		t.Fatalf("status of a stopped daemon succeeded:\n%s", out)
 	}
@@ -448,7 +462,7 @@ func TestMetricsListenLoopbackOnly(t *testing.T) {
 			d := start(t, cmd)
 			select {
 			case <-d.exited:
-			case <-time.After(10 * time.Second):
+			case <-time.After(time.Minute): // a hang guard
 				t.Fatal("cri-guard kept running with a non-loopback metrics address")
 			}
 			if d.err == nil || !strings.Contains(d.out.String(), tc.want) {
@@ -473,7 +487,7 @@ func TestSystemdSocketActivate(t *testing.T) {
 	up := fakeRuntime(t, dir)
 	path := filepath.Join(dir, "sd.sock")
 	d := start(t, exec.Command(tool, "-l", path, bin, "serve", "--listen", "unix://"+filepath.Join(dir, "unused.sock"), "--upstream", up))
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(time.Minute) // a hang guard
 	for {
 		if _, err := os.Stat(path); err == nil {
 			break
@@ -483,7 +497,7 @@ func TestSystemdSocketActivate(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	v, err := version("unix://"+path, 15*time.Second)
+	v, err := version("unix://"+path, time.Minute)
 	if err != nil {
 		t.Fatalf("Version through the activated socket: %v", err)
 	}
@@ -493,11 +507,12 @@ func TestSystemdSocketActivate(t *testing.T) {
 	d.waitLog(t, "socket-activated=true")
 }
 
-// waitLog waits up to 5s for the output to contain s: the serving line is
-// logged just after the socket starts serving.
+// waitLog waits for the output to contain s: the serving line is logged
+// just after the socket starts serving. The minute only guards against a
+// hang.
 func (d *daemon) waitLog(t *testing.T, s string) {
 	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(d.out.String(), s); {
+	for deadline := time.Now().Add(time.Minute); !strings.Contains(d.out.String(), s); {
 		if time.Now().After(deadline) {
 			t.Fatalf("output lacks %q:\n%s", s, d.out.String())
 		}

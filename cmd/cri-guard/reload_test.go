@@ -72,7 +72,7 @@ func startServe(t *testing.T, extra ...string) (client runtimeapi.RuntimeService
 	}
 	t.Cleanup(func() { conn.Close() })
 	client = runtimeapi.NewRuntimeServiceClient(conn)
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(time.Minute) // a hang guard
 	for {
 		if _, err := client.Version(context.Background(), &runtimeapi.VersionRequest{}); err == nil {
 			break
@@ -134,7 +134,7 @@ func TestServeStopsOnSignalContext(t *testing.T) {
 		if err != nil {
 			t.Fatalf("serve returned %v", err)
 		}
-	case <-time.After(15 * time.Second):
+	case <-time.After(time.Minute): // a hang guard
 		t.Fatal("serve did not stop")
 	}
 }
@@ -152,7 +152,7 @@ func TestReloadOnSIGHUP(t *testing.T) {
 	ctx := context.Background()
 	expect := func(want codes.Code) {
 		t.Helper()
-		deadline := time.Now().Add(5 * time.Second)
+		deadline := time.Now().Add(time.Minute) // a hang guard
 		for {
 			err := tinyPod(ctx, client)
 			if status.Code(err) == want {
@@ -225,10 +225,10 @@ func TestReloadOnFileChange(t *testing.T) {
 	}
 	// Changed at once: a change before the watcher's first look counts too.
 	os.WriteFile(cfg, []byte("mode: audit\n"), 0o644)
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(time.Minute) // a hang guard
 	for status.Code(tinyPod(context.Background(), client)) != codes.OK {
 		if time.Now().After(deadline) {
-			t.Fatal("the changed file was not applied within 10s")
+			t.Fatal("the changed file was not applied within a minute")
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

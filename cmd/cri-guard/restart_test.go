@@ -31,6 +31,7 @@ import (
 // eventRuntime is a fake runtime with an event stream and a slow call.
 type eventRuntime struct {
 	versionOnly
+	stops chan struct{} // one token per StopContainer that arrived
 }
 
 // GetContainerEvents sends one event at once, then holds the stream open.
@@ -44,10 +45,14 @@ func (eventRuntime) GetContainerEvents(_ *runtimeapi.GetEventsRequest, ss runtim
 
 // StopContainer takes the duration its container id names, as a container
 // with a grace period does.
-func (eventRuntime) StopContainer(ctx context.Context, req *runtimeapi.StopContainerRequest) (*runtimeapi.StopContainerResponse, error) {
+func (r eventRuntime) StopContainer(ctx context.Context, req *runtimeapi.StopContainerRequest) (*runtimeapi.StopContainerResponse, error) {
 	d, err := time.ParseDuration(req.GetContainerId())
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	select {
+	case r.stops <- struct{}{}:
+	default:
 	}
 	select {
 	case <-time.After(d):
@@ -57,9 +62,12 @@ func (eventRuntime) StopContainer(ctx context.Context, req *runtimeapi.StopConta
 	}
 }
 
-func eventRuntimeAt(t *testing.T, dir string) string {
+// eventRuntimeAt serves an eventRuntime; a token arrives on stops for
+// each StopContainer that reached it.
+func eventRuntimeAt(t *testing.T, dir string) (endpoint string, stops <-chan struct{}) {
 	t.Helper()
-	return serveRuntimeAt(t, dir, eventRuntime{})
+	ch := make(chan struct{}, 16)
+	return serveRuntimeAt(t, dir, eventRuntime{stops: ch}), ch
 }
 
 // load is the kubelet-like client.
@@ -361,17 +369,23 @@ func TestRestartUnderLoad(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := shortDir(t)
-			up := eventRuntimeAt(t, dir)
+			up, stops := eventRuntimeAt(t, dir)
 			endpoint, restart := tc.setup(t, dir, up)
-			if _, err := version(endpoint, 20*time.Second); err != nil {
+			if _, err := version(endpoint, time.Minute); err != nil {
 				t.Fatalf("the first daemon does not answer: %v", err)
 			}
 			ld := newLoad(t, endpoint)
 			ld.run()
 			waitFor(t, "the event stream", func() bool { return ld.subscriptions() == 1 })
-			time.Sleep(300 * time.Millisecond)
 			slowDone := slowCall(ld.c, slow)
-			time.Sleep(300 * time.Millisecond) // in flight
+			// In flight at the restart: it reached the runtime (a hang
+			// guard only; a sleep would not be sure of it on a busy
+			// machine, and the call would then test nothing).
+			select {
+			case <-stops:
+			case <-time.After(time.Minute):
+				t.Fatal("the slow StopContainer never reached the runtime")
+			}
 			trigger := restart(t)
 			waitFor(t, "the stream subscribed again", func() bool { return ld.subscriptions() >= 2 })
 			time.Sleep(500 * time.Millisecond) // calls answered by the new process
@@ -515,7 +529,7 @@ func TestReloadThroughTheUnit(t *testing.T) {
 	}
 	write("mode: reject\n")
 	d := start(t, exec.Command(bin, "serve", "--config", cfg))
-	if _, err := version(sock, 20*time.Second); err != nil {
+	if _, err := version(sock, time.Minute); err != nil {
 		t.Fatalf("daemon: %v\n%s", err, d.out.String())
 	}
 	reload := execReload(t, bin, cfg)
@@ -595,7 +609,7 @@ func TestFailedHandoverKeepsServing(t *testing.T) {
 	cmd.Stdout, cmd.Stderr = logf, logf
 	old := start(t, cmd)
 	logText := func() string { b, _ := os.ReadFile(logf.Name()); return string(b) }
-	if _, err := version(sock, 20*time.Second); err != nil {
+	if _, err := version(sock, time.Minute); err != nil {
 		t.Fatalf("daemon: %v\n%s", err, logText())
 	}
 
@@ -612,7 +626,7 @@ func TestFailedHandoverKeepsServing(t *testing.T) {
 	waitFor(t, "the old daemon to log the failed handover", func() bool {
 		return strings.Contains(logText(), "the new process went away before serving; this one goes on serving")
 	})
-	if _, err := version(sock, 5*time.Second); err != nil {
+	if _, err := version(sock, time.Minute); err != nil {
 		t.Fatalf("after a failed handover: %v\n%s", err, logText())
 	}
 
@@ -627,7 +641,7 @@ func TestFailedHandoverKeepsServing(t *testing.T) {
 	if err == nil || !strings.Contains(string(out), "upgrade refused: the new binary exited before serving (exit status 3)") {
 		t.Errorf("reload with a broken new binary: %v\n%s", err, out)
 	}
-	if _, err := version(sock, 5*time.Second); err != nil {
+	if _, err := version(sock, time.Minute); err != nil {
 		t.Fatalf("after a refused upgrade: %v\n%s", err, logText())
 	}
 	select {

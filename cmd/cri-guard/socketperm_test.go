@@ -59,7 +59,7 @@ func TestDefaultsStartInFrontOfEachRuntime(t *testing.T) {
 
 			sock := "unix://" + filepath.Join(dir, "g.sock")
 			d := start(t, exec.Command(bin, "serve", "--listen", sock, "--upstream", up))
-			if _, err := version(sock, 20*time.Second); err != nil {
+			if _, err := version(sock, time.Minute); err != nil {
 				t.Fatalf("own socket: %v\n%s", err, d.out.String())
 			}
 			d.stop(t)
@@ -72,7 +72,7 @@ func TestDefaultsStartInFrontOfEachRuntime(t *testing.T) {
 			defer l.Close()
 			os.Chmod(path, 0o660)
 			d = activate(t, bin, l, "serve", "--upstream", up)
-			if _, err := version("unix://"+path, 20*time.Second); err != nil {
+			if _, err := version("unix://"+path, time.Minute); err != nil {
 				t.Fatalf("activated socket: %v\n%s", err, d.out.String())
 			}
 		})
@@ -99,7 +99,7 @@ func TestSocketActivationRefusesAWiderSocket(t *testing.T) {
 	d := activate(t, bin, l, "serve", "--upstream", up)
 	select {
 	case <-d.exited:
-	case <-time.After(20 * time.Second):
+	case <-time.After(time.Minute): // a hang guard
 		t.Fatalf("cri-guard serves a 0666 socket in front of a 0660 runtime:\n%s", d.out.String())
 	}
 	want := "cri-guard: socket activation: the socket would give access that the runtime's own socket does not: mode 0666 owner 0 group 0 lets every user connect, but " +

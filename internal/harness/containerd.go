@@ -31,7 +31,7 @@ const CNIBinDir = "/usr/lib/cni"
 const K8sNamespace = "k8s.io"
 
 const (
-	startTimeout = 30 * time.Second
+	startTimeout = 2 * time.Minute // a hang guard
 	pullTimeout  = 60 * time.Second
 	maxSockPath  = 100 // sun_path is 108 bytes; containerd adds ".ttrpc"
 )

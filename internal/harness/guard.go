@@ -16,7 +16,10 @@ import (
 	"time"
 )
 
-const guardStopTimeout = 10 * time.Second
+// guardStopTimeout is a hang guard: past the daemon's own hard cap on
+// draining (shutdownTimeout, 2m by default), so that a kill means it hung,
+// not that a busy machine or a call in flight made it slow.
+const guardStopTimeout = 3 * time.Minute
 
 // GuardOptions configures StartGuard.
 type GuardOptions struct {
@@ -139,7 +142,7 @@ func (g *Guard) WaitLog(s string, timeout time.Duration) bool {
 // Exited is closed when the process has exited.
 func (g *Guard) Exited() <-chan struct{} { return g.exited }
 
-// Stop sends SIGTERM, waits up to 10 s, then SIGKILLs. It returns an error
+// Stop sends SIGTERM, waits up to guardStopTimeout, then SIGKILLs. It returns an error
 // if the process had to be killed or exited with a failure status. It is
 // safe to call more than once.
 func (g *Guard) Stop() error {

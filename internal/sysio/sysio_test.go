@@ -67,8 +67,8 @@ func TestCopiesEverything(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A broken writer or reader fails the test instead of hanging it.
-	a.SetDeadline(time.Now().Add(30 * time.Second))
-	b.SetDeadline(time.Now().Add(30 * time.Second))
+	a.SetDeadline(time.Now().Add(2 * time.Minute))
+	b.SetDeadline(time.Now().Add(2 * time.Minute))
 	want := make([]byte, 8<<20)
 	rnd := rand.New(rand.NewSource(1))
 	rnd.Read(want)
@@ -138,7 +138,7 @@ func TestErrors(t *testing.T) {
 			if !errors.Is(err, net.ErrClosed) {
 				t.Fatalf("err = %v, want net.ErrClosed", err)
 			}
-		case <-time.After(5 * time.Second):
+		case <-time.After(time.Minute): // a hang guard
 			t.Fatal("Read did not return after Close")
 		}
 	})

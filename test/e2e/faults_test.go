@@ -375,8 +375,8 @@ func testGuardRestartedUnderLoad(t *testing.T, activated bool) {
 			back = time.Since(restarted)
 			break
 		}
-		if time.Since(restarted) > 15*time.Second {
-			t.Fatalf("the kubelet's client did not reconnect within 15s: %v", err)
+		if time.Since(restarted) > 2*time.Minute { // a hang guard; the time is printed below
+			t.Fatalf("the kubelet's client did not reconnect within 2m: %v", err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
@@ -36,7 +37,22 @@ func TestStatusAndMetricsWithContainerd(t *testing.T) {
 		}
 	}
 
-	out, err := exec.Command(bin, "status", "--listen", g.Endpoint, "--metrics-listen", addr).CombinedOutput()
+	// The upstream state follows cri-guard's own connection to containerd,
+	// on a goroutine of its own: the calls above do not wait for it. Wait
+	// until /metrics says READY (a hang guard), then ask status.
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(20 * time.Millisecond) {
+		if resp, err := http.Get("http://" + addr + "/metrics"); err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if strings.Contains(string(b), `cri_guard_upstream_state{state="READY"} 1`+"\n") {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/metrics never said READY:\n%s", g.Logs())
+		}
+	}
+	out, err := exec.Command(bin, "status", "--listen", g.Endpoint, "--metrics-listen", addr, "--timeout", "1m").CombinedOutput()
 	if err != nil {
 		t.Fatalf("status: %v\n%s", err, out)
 	}

@@ -131,7 +131,7 @@ func TestRaiseMode(t *testing.T) {
 	if got, _ := strconv.Atoi(strings.TrimSpace(string(b))); got != 12<<20 {
 		t.Errorf("container cgroup limit %d, want the floor %d", got, 12<<20)
 	}
-	if !g.WaitLog("raised to 12Mi", 5*time.Second) {
+	if !g.WaitLog("raised to 12Mi", time.Minute) {
 		t.Errorf("no log line for the raise:\n%s", g.Logs())
 	}
 

@@ -36,16 +36,7 @@ import (
 // transport error, and a second serve was refused (socket in use).
 func TestRestartWithEventStream(t *testing.T) {
 	rt, bin := sharedRuntime(t)
-	probe := func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		s, err := rt.CRI.Runtime.GetContainerEvents(ctx, &runtimeapi.GetEventsRequest{})
-		if err == nil {
-			_, err = s.Recv()
-		}
-		return err
-	}
-	if err := probe(); status.Code(err) == codes.Unimplemented {
+	if err := eventsProbe(rt); status.Code(err) == codes.Unimplemented {
 		t.Skipf("containerd %s has no GetContainerEvents (%v)", rt.Version, err)
 	}
 	var report strings.Builder

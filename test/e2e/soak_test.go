@@ -26,6 +26,11 @@ const (
 	// scavenger), so RSS gets a fixed allowance rather than a ratio.
 	soakThreadTolerance = 8
 	soakRSSTolerance    = 48 << 20
+	// soakCallTimeout is every call's deadline: the kubelet's own
+	// (runtimeRequestTimeout), so that a call counts as failed only when
+	// the kubelet would have given up on it, not when a busy machine made
+	// it slow.
+	soakCallTimeout = 2 * time.Minute
 )
 
 // procStatus reads Threads and VmRSS (bytes) of pid.
@@ -132,7 +137,7 @@ func TestSoak(t *testing.T) {
 						return
 					}
 					var id string
-					if call(60*time.Second, "RunPodSandbox", func(ctx context.Context) error {
+					if call(soakCallTimeout, "RunPodSandbox", func(ctx context.Context) error {
 						resp, err := c.Runtime.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: podConfig("soak-"+u, u, parent, 64<<20)})
 						id = resp.GetPodSandboxId()
 						return err
@@ -140,22 +145,22 @@ func TestSoak(t *testing.T) {
 						continue
 					}
 					podsMade.Add(1)
-					call(10*time.Second, "PodSandboxStatus", func(ctx context.Context) error {
+					call(soakCallTimeout, "PodSandboxStatus", func(ctx context.Context) error {
 						_, err := c.Runtime.PodSandboxStatus(ctx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: id})
 						return err
 					})
-					call(30*time.Second, "StopPodSandbox", func(ctx context.Context) error {
+					call(soakCallTimeout, "StopPodSandbox", func(ctx context.Context) error {
 						_, err := c.Runtime.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: id})
 						return err
 					})
-					call(30*time.Second, "RemovePodSandbox", func(ctx context.Context) error {
+					call(soakCallTimeout, "RemovePodSandbox", func(ctx context.Context) error {
 						_, err := c.Runtime.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: id})
 						return err
 					})
 				case 1: // a 2000-byte pod, refused by the policy
 					u := fmt.Sprintf("%s-tiny-w%d-%d", prefix, w, i)
 					name := "tiny-" + u
-					cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+					cctx, cancel := context.WithTimeout(ctx, soakCallTimeout)
 					calls.Add(1)
 					_, err := c.Runtime.RunPodSandbox(cctx, &runtimeapi.RunPodSandboxRequest{Config: podConfig(name, u, "", 2000)})
 					cancel()
@@ -169,27 +174,27 @@ func TestSoak(t *testing.T) {
 				default: // the kubelet's steady traffic
 					switch i % 5 {
 					case 0:
-						call(10*time.Second, "ListPodSandbox", func(ctx context.Context) error {
+						call(soakCallTimeout, "ListPodSandbox", func(ctx context.Context) error {
 							_, err := c.Runtime.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
 							return err
 						})
 					case 1:
-						call(10*time.Second, "ListContainers", func(ctx context.Context) error {
+						call(soakCallTimeout, "ListContainers", func(ctx context.Context) error {
 							_, err := c.Runtime.ListContainers(ctx, &runtimeapi.ListContainersRequest{})
 							return err
 						})
 					case 2:
-						call(10*time.Second, "PodSandboxStatus", func(ctx context.Context) error {
+						call(soakCallTimeout, "PodSandboxStatus", func(ctx context.Context) error {
 							_, err := c.Runtime.PodSandboxStatus(ctx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: steady, Verbose: true})
 							return err
 						})
 					case 3:
-						call(10*time.Second, "Version", func(ctx context.Context) error {
+						call(soakCallTimeout, "Version", func(ctx context.Context) error {
 							_, err := c.Runtime.Version(ctx, &runtimeapi.VersionRequest{})
 							return err
 						})
 					case 4:
-						call(10*time.Second, "ImageStatus", func(ctx context.Context) error {
+						call(soakCallTimeout, "ImageStatus", func(ctx context.Context) error {
 							_, err := c.Image.ImageStatus(ctx, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: rt.BusyboxRef}})
 							return err
 						})

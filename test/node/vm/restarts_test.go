@@ -60,7 +60,7 @@ func SetEventedPLEG(t *testing.T, on bool) {
 func upstreamTruth(t *testing.T, what string) time.Duration {
 	t.Helper()
 	t0 := time.Now()
-	Poll(t, what+`: cri_guard_upstream_state{state="READY"} 1`, 30*time.Second, func() (bool, string) {
+	Poll(t, what+`: cri_guard_upstream_state{state="READY"} 1`, HangGuard, func() (bool, string) {
 		m := Metrics(t)
 		return Metric(m, "cri_guard_upstream_state", map[string]string{"state": "READY"}) == 1,
 			strings.Join(regexp.MustCompile(`(?m)^cri_guard_upstream_state.*$`).FindAllString(m, -1), "; ")
