@@ -549,7 +549,7 @@ func TestExplainNeverStartedPodByName(t *testing.T) {
 	root := filepath.Join(dir, "cgroup") // no cgroups: explain must not need them
 	os.MkdirAll(filepath.Join(root, "memory"), 0o755)
 	d := start(t, exec.Command(bin, "serve", "--listen", sock, "--upstream", up, "--cgroup-root", root))
-	if _, err := version(sock, 20*time.Second); err != nil {
+	if _, err := version(sock, time.Minute); err != nil {
 		t.Fatalf("Version through cri-guard: %v\n%s", err, d.out.String())
 	}
 
