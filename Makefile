@@ -54,22 +54,34 @@ deps: ## install the Debian packages that the real-runtime tests need (as root)
 	fi
 
 .PHONY: test
-test: ## run every test (as root): unit, fuzz, package, kube-apiserver, containerd 1.6 and 2.4 end-to-end incl. critest, the node VM with a kubelet; prints each phase's time
-	@mkdir -p $(BIN); rm -f $(BIN)/phases.txt
-	@tools/phase.sh deps $(MAKE) --no-print-directory deps build tools
-	@tools/phase.sh k8s-bins $(MAKE) --no-print-directory k8s-bins
-	@tools/phase.sh apiserver $(MAKE) --no-print-directory test-apiserver-run
+test: ## run every test (as root): unit, fuzz, package, kube-apiserver, containerd 1.6 and 2.4 end-to-end incl. critest, the node VM with a kubelet; prints each phase's time and the background builds' times
+	@mkdir -p $(BIN); rm -rf $(BIN)/phases.txt $(BIN)/bg
+	@trap 'tools/bg.sh stop' EXIT; $(MAKE) --no-print-directory test-phases; rc=$$?; tools/phase.sh --summary; exit $$rc
+
+# The phases of `make test`, in order. The cache builds run in the background
+# (tools/bg.sh, logs in bin/bg/), niced, while the phases run: the VM image
+# (mostly download and unpack) beside one queue of Go builds, in the order the
+# phases need them; a phase that needs one waits for it (and fails with its
+# log's tail if it failed). Every build is done before the VM boots.
+.PHONY: test-phases
+test-phases:
+	@tools/bg.sh start nfpm tools/nfpm.sh
+	@tools/phase.sh deps $(MAKE) --no-print-directory deps
+	@tools/bg.sh start vm-image tools/vm/image.sh
+	@tools/bg.sh start containerd2 --after nfpm $(MAKE) --no-print-directory containerd2
+	@tools/bg.sh start etcd --after containerd2 tools/k8s/build.sh etcd
+	@tools/bg.sh start kubernetes --after etcd tools/k8s/build.sh kubernetes
+	@tools/phase.sh build $(MAKE) --no-print-directory build tools
 	@tools/phase.sh vet $(GO) vet ./...
 	@tools/phase.sh unit $(GO) test -count=1 ./...
-	@tools/phase.sh package $(MAKE) --no-print-directory test-package
+	@tools/phase.sh package tools/bg.sh wait nfpm -- $(MAKE) --no-print-directory test-package
 	@tools/phase.sh fuzz $(MAKE) --no-print-directory fuzz FUZZTIME=$(FUZZTIME)
 	@tools/phase.sh bench-smoke $(MAKE) --no-print-directory bench-smoke
 	@tools/phase.sh bench-smoke-real $(MAKE) --no-print-directory bench-smoke-real
 	@tools/phase.sh e2e-containerd-1.6 $(MAKE) --no-print-directory test-e2e-run
-	@tools/phase.sh containerd2-build $(MAKE) --no-print-directory containerd2
-	@tools/phase.sh e2e-containerd-2.4 $(MAKE) --no-print-directory test-e2e-containerd2
-	@tools/phase.sh node-vm $(MAKE) --no-print-directory test-node-run
-	@tools/phase.sh --summary
+	@tools/phase.sh e2e-containerd-2.4 tools/bg.sh wait containerd2 -- $(MAKE) --no-print-directory test-e2e-containerd2
+	@tools/phase.sh apiserver tools/bg.sh wait etcd kubernetes -- $(MAKE) --no-print-directory test-apiserver-run
+	@tools/phase.sh node-vm tools/bg.sh wait vm-image kubernetes -- $(MAKE) --no-print-directory test-node-run
 
 .PHONY: test-apiserver
 test-apiserver: k8s-bins test-apiserver-run ## run the generated admission policy against a real kube-apiserver and etcd on loopback (no root needed)
@@ -149,9 +161,12 @@ soak: deps build ## run the soak test against a real containerd for SOAK (defaul
 	CRI_GUARD_E2E=1 CRI_GUARD_BIN=$(CURDIR)/$(BIN)/cri-guard CRI_GUARD_SOAK=$(or $(SOAK),5m) \
 		$(GO) test -count=1 -timeout 30m -v -run '^TestSoak$$' ./test/e2e/
 
+# Only packages with a `func Fuzz` in a test file are listed (go test -list
+# links a test binary: for every package that took longer than the fuzzing).
 .PHONY: fuzz
 fuzz: ## run each fuzzer for FUZZTIME (default 10s)
-	@set -e; mkdir -p $(BIN); for pkg in $$($(GO) list ./...); do \
+	@set -eo pipefail; mkdir -p $(BIN); $(GO) list -f '{{.ImportPath}} {{.Dir}}' ./... | while read -r pkg dir; do \
+		grep -qs '^func Fuzz' $$dir/*_test.go || continue; \
 		for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz'); do \
 			echo "fuzz $$pkg $$f"; \
 			$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg >$(BIN)/fuzz.log 2>&1 || { cat $(BIN)/fuzz.log; exit 1; }; \

@@ -3,11 +3,14 @@
 # Usage: tools/phase.sh NAME COMMAND [ARG]...
 #        tools/phase.sh --summary        (prints every recorded phase, oldest first)
 # The record is $PHASE_LOG (default bin/phases.txt); `make test` starts it empty.
+# --summary also prints the background builds' times (tools/bg.sh summary).
 set -uo pipefail
 log="${PHASE_LOG:-bin/phases.txt}"
 if [ "${1:-}" = "--summary" ]; then
 	echo "== phase times =="
 	[ -f "$log" ] && while IFS=$'\t' read -r n t st; do printf '  %-24s %8s  %s\n' "$n" "$t" "$st"; done < "$log"
+	[ -f "$log" ] && awk -F'\t' '{s += $2} END {printf "  %-24s %7ds  (the phases run one after another)\n", "total", s}' "$log"
+	"$(dirname "$0")/bg.sh" summary
 	exit 0
 fi
 name="$1"; shift
@@ -20,5 +23,4 @@ secs=$(( $(date +%s) - start ))
 status=ok; [ $rc -eq 0 ] || status="FAILED(rc=$rc)"
 printf '%s\t%ss\t%s\n' "$name" "$secs" "$status" >> "$log"
 echo "== phase $name: $status in ${secs}s"
-[ $rc -eq 0 ] || "$0" --summary
 exit $rc
