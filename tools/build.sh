@@ -12,6 +12,10 @@ out="${BIN_DIR:-$here/../bin}"
 mkdir -p "$out"
 out="$(cd "$out" && pwd)"
 cd "$here"
+# Static, as test/node stages crictl for the VM: one build serves both, so
+# the node phase finds crictl in the Go build cache instead of compiling it
+# again with other settings.
+export CGO_ENABLED="${CGO_ENABLED:-0}"
 targets=("$@")
 [ ${#targets[@]} -eq 0 ] && targets=(crictl critest ginkgo)
 for t in "${targets[@]}"; do

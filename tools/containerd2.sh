@@ -32,7 +32,9 @@ trap 'rm -rf "$tmp"' EXIT
 echo "containerd $ver: building into $dir (a few minutes cold)"
 # Outside any module, so the repository's go.mod plays no part. The version is
 # stamped as containerd's own Makefile does (without it: "2.4.2+unknown").
-(cd "$tmp" && GOBIN="$tmp" CGO_ENABLED=1 GOFLAGS= go install -tags no_btrfs \
+# -trimpath as in tools/k8s/build.sh and tools/nfpm.sh: on a cold machine the
+# builds share the compiled standard library (and modules of equal versions).
+(cd "$tmp" && GOBIN="$tmp" CGO_ENABLED=1 GOFLAGS= go install -trimpath -tags no_btrfs \
 	-ldflags "-X github.com/containerd/containerd/v2/version.Version=$ver" \
 	"github.com/containerd/containerd/v2/cmd/containerd@$ver" \
 	"github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2@$ver" \

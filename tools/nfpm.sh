@@ -22,8 +22,9 @@ tmp="$(mktemp -d "$cache/bin/.nfpm-$version.XXXXXX")"
 trap 'rm -rf "$tmp"' EXIT
 echo "nfpm $version: building (go install from the module proxy)" >&2
 # GOFLAGS=-mod=mod: outside any module; ldflags give `nfpm --version` the
-# version, as goreleaser's release builds do.
-GOBIN="$tmp/out" GOFLAGS= CGO_ENABLED=0 go install \
+# version, as goreleaser's release builds do. -trimpath as in tools/k8s/build.sh,
+# so that both reuse the same compiled standard library on a cold machine.
+GOBIN="$tmp/out" GOFLAGS= CGO_ENABLED=0 go install -trimpath \
 	-ldflags "-s -w -X main.version=${version#v}" \
 	"github.com/goreleaser/nfpm/v2/cmd/nfpm@$version" >&2
 "$tmp/out/nfpm" --version >/dev/null
