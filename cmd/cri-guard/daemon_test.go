@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -23,6 +24,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
@@ -285,17 +287,39 @@ func TestSocketActivationSurvivesRestart(t *testing.T) {
 		t.Fatalf("the activated socket file is gone after the daemon stopped: %v", err)
 	}
 	// A call made while the daemon is down waits in the socket's backlog and
-	// is answered by the next daemon.
+	// is answered by the next daemon. Its connection is made here, before
+	// the next daemon starts: a sleep could not be sure that the client
+	// had dialled by then on a busy machine.
+	pre, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatalf("connect while the daemon is down: %v", err)
+	}
+	var dialled sync.Once
+	cc, err := grpc.NewClient("passthrough:///backlog", grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.DefaultConfig, MinConnectTimeout: time.Minute}),
+		grpc.WithContextDialer(func(context.Context, string) (net.Conn, error) {
+			c := net.Conn(nil)
+			dialled.Do(func() { c = pre })
+			if c == nil {
+				return nil, errors.New("the connection made while the daemon was down failed")
+			}
+			return c, nil
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
 	type result struct {
 		v   *runtimeapi.VersionResponse
 		err error
 	}
 	res := make(chan result, 1)
 	go func() {
-		v, err := version("unix://"+path, time.Minute)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute) // a hang guard
+		defer cancel()
+		v, err := runtimeapi.NewRuntimeServiceClient(cc).Version(ctx, &runtimeapi.VersionRequest{})
 		res <- result{v, err}
 	}()
-	time.Sleep(300 * time.Millisecond)
 	d2 := activate(t, bin, l, args...)
 	r := <-res
 	if r.err != nil {
@@ -575,7 +599,8 @@ func TestExplainNeverStartedPodByName(t *testing.T) {
 	}
 
 	for _, pod := range []string{"team-a/tiny", "5f3c9a1e"} {
-		out, err := exec.Command(bin, "explain", pod, "--runtime-endpoint", up, "--listen", sock, "--cgroup-root", root).CombinedOutput()
+		// --timeout: a hang guard, not explain's 10 s default.
+		out, err := exec.Command(bin, "explain", pod, "--runtime-endpoint", up, "--listen", sock, "--cgroup-root", root, "--timeout", "2m").CombinedOutput()
 		if err != nil {
 			t.Fatalf("explain %s: %v\n%s", pod, err, out)
 		}

@@ -16,7 +16,8 @@ import (
 // runExplain runs `cri-guard explain` against the runtime directly.
 func runExplain(t *testing.T, rt *harness.Runtime, bin, pod string) string {
 	t.Helper()
-	out, err := exec.Command(bin, "explain", "--runtime-endpoint", rt.Endpoint, "--cgroup-search", rt.CgroupRoot, pod).CombinedOutput()
+	// --timeout: a hang guard, not explain's 10 s default.
+	out, err := exec.Command(bin, "explain", "--runtime-endpoint", rt.Endpoint, "--cgroup-search", rt.CgroupRoot, "--timeout", "2m", pod).CombinedOutput()
 	if err != nil {
 		t.Fatalf("cri-guard explain %s: %v\n%s", pod, err, out)
 	}
