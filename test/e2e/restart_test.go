@@ -202,9 +202,10 @@ func restartLoop(t *testing.T, rt *harness.Runtime, bin, mode string, report *st
 	beacon(1)
 
 	// A StopContainer that takes its 3 s grace period (the container
-	// ignores SIGTERM) is in flight at the first restart.
+	// notes SIGTERM in its log and goes on) is in flight at the first
+	// restart.
 	lc := containerConfig(rt, "long", 0)
-	lc.Command = []string{"sh", "-c", "trap '' TERM; while true; do sleep 1; done"}
+	lc.Command = []string{"sh", "-c", "trap 'echo got-SIGTERM' TERM; while true; do sleep 1; done"}
 	long, err := rt.CRI.Runtime.CreateContainer(context.Background(), &runtimeapi.CreateContainerRequest{PodSandboxId: sb, Config: lc, SandboxConfig: cfg})
 	if err != nil {
 		t.Fatal(err)
@@ -217,17 +218,30 @@ func restartLoop(t *testing.T, rt *harness.Runtime, bin, mode string, report *st
 		took time.Duration
 	}
 	longDone := make(chan result, 1)
+	var longEnd time.Time // set before longDone is sent
 	go func() {
 		start := time.Now()
 		err := rs.StopContainer(context.Background(), long.ContainerId, 3)
+		longEnd = time.Now()
 		longDone <- result{err, time.Since(start)}
 	}()
-	time.Sleep(300 * time.Millisecond)
+	// The call has reached containerd once the container got SIGTERM: a
+	// sleep would not be sure of it on a busy machine. Whether it was
+	// still in flight at the restart is printed with the figures.
+	longLog := filepath.Join(cfg.GetLogDirectory(), lc.GetLogPath())
+	hangGuard("the long container's SIGTERM", func() bool {
+		b, _ := os.ReadFile(longLog)
+		return strings.Contains(string(b), "got-SIGTERM")
+	})
 
 	fmt.Fprintf(report, "%-18s %-8s %13s %17s\n", mode, "restart", "stream-ended", "new-subscription")
+	var firstTrigger time.Time
 	for i := 1; i <= 3; i++ {
 		old := g
 		trigger := time.Now()
+		if i == 1 {
+			firstTrigger = trigger
+		}
 		if mode == "socket-activation" {
 			old.Cmd.Process.Signal(syscall.SIGTERM)
 			select {
@@ -252,7 +266,7 @@ func restartLoop(t *testing.T, rt *harness.Runtime, bin, mode string, report *st
 	}
 	select {
 	case r := <-longDone:
-		fmt.Fprintf(report, "%-18s StopContainer(grace 3s) in flight at restart 1: %v after %v\n", "", r.err, r.took.Round(time.Millisecond))
+		fmt.Fprintf(report, "%-18s StopContainer(grace 3s) at restart 1: %v after %v, ended %v after the trigger\n", "", r.err, r.took.Round(time.Millisecond), longEnd.Sub(firstTrigger).Round(time.Millisecond))
 		if r.err != nil {
 			t.Errorf("the StopContainer in flight at the restart: %v", r.err)
 		}
