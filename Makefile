@@ -59,18 +59,20 @@ test: ## run every test (as root): unit, fuzz, package, kube-apiserver, containe
 	@trap 'tools/bg.sh stop' EXIT; $(MAKE) --no-print-directory test-phases; rc=$$?; tools/phase.sh --summary; exit $$rc
 
 # The phases of `make test`, in order. The cache builds run in the background
-# (tools/bg.sh, logs in bin/bg/), niced, while the phases run: the VM image
-# (mostly download and unpack) beside one queue of Go builds, in the order the
-# phases need them; a phase that needs one waits for it (and fails with its
-# log's tail if it failed). Every build is done before the VM boots.
+# (tools/bg.sh, logs in bin/bg/) at nice 19, on the CPU the phases leave idle:
+# the VM image (mostly download and unpack) beside one queue of Go builds in
+# the order the phases need them; a phase that needs one waits for it (and
+# fails with its log's tail if it failed). kube-apiserver and etcd, needed
+# only by the last phase, build while the node VM runs.
 .PHONY: test-phases
 test-phases:
 	@tools/bg.sh start nfpm tools/nfpm.sh
 	@tools/phase.sh deps $(MAKE) --no-print-directory deps
 	@tools/bg.sh start vm-image tools/vm/image.sh
 	@tools/bg.sh start containerd2 --after nfpm $(MAKE) --no-print-directory containerd2
-	@tools/bg.sh start etcd --after containerd2 tools/k8s/build.sh etcd
-	@tools/bg.sh start kubernetes --after etcd tools/k8s/build.sh kubernetes
+	@tools/bg.sh start kubelet --after containerd2 tools/k8s/build.sh kubelet
+	@tools/bg.sh start kube-apiserver --after kubelet tools/k8s/build.sh kube-apiserver
+	@tools/bg.sh start etcd --after kube-apiserver tools/k8s/build.sh etcd
 	@tools/phase.sh build $(MAKE) --no-print-directory build tools
 	@tools/phase.sh vet $(GO) vet ./...
 	@tools/phase.sh unit $(GO) test -count=1 ./...
@@ -80,8 +82,8 @@ test-phases:
 	@tools/phase.sh bench-smoke-real $(MAKE) --no-print-directory bench-smoke-real
 	@tools/phase.sh e2e-containerd-1.6 $(MAKE) --no-print-directory test-e2e-run
 	@tools/phase.sh e2e-containerd-2.4 tools/bg.sh wait containerd2 -- $(MAKE) --no-print-directory test-e2e-containerd2
-	@tools/phase.sh apiserver tools/bg.sh wait etcd kubernetes -- $(MAKE) --no-print-directory test-apiserver-run
-	@tools/phase.sh node-vm tools/bg.sh wait vm-image kubernetes -- $(MAKE) --no-print-directory test-node-run
+	@tools/phase.sh node-vm tools/bg.sh wait vm-image kubelet -- $(MAKE) --no-print-directory test-node-run
+	@tools/phase.sh apiserver tools/bg.sh wait kube-apiserver etcd -- $(MAKE) --no-print-directory test-apiserver-run
 
 .PHONY: test-apiserver
 test-apiserver: k8s-bins test-apiserver-run ## run the generated admission policy against a real kube-apiserver and etcd on loopback (no root needed)

@@ -7,7 +7,10 @@
 # CACHE is ${CRI_GUARD_CACHE:-/var/cache/cri-guard}; the versions are in
 # versions.env beside this script (the environment may override them).
 #
-# Usage: tools/k8s/build.sh [kubernetes|etcd]...   (default: both)
+# Usage: tools/k8s/build.sh [kubernetes|kubelet|kube-apiserver|etcd]...
+#                                        (default: kubernetes etcd; kubernetes
+#                                        is kubelet and kube-apiserver in one
+#                                        go build)
 #        tools/k8s/build.sh --print                (prints KUBELET=, KUBE_APISERVER=,
 #                                                   ETCD= lines with the paths; builds nothing)
 #
@@ -21,7 +24,9 @@
 # scratch module under $CACHE/src takes its go.mod and go.sum, drops those
 # replaces, requires each staging module at the matching v0.X.Y and
 # k8s.io/kubernetes itself, and builds both commands in one `go build` (they
-# share most of the compile work). etcd's server module has the same kind of
+# share most of the compile work). `make test` builds kubelet alone first (the
+# node VM needs it; kube-apiserver only the later apiserver phase): the second
+# build reuses the shared packages from the Go build cache. etcd's server module has the same kind of
 # replaces (../api, ../pkg, ...) and is built the same way.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -44,7 +49,7 @@ fi
 targets=("$@")
 [ ${#targets[@]} -eq 0 ] && targets=(kubernetes etcd)
 for t in "${targets[@]}"; do
-	case "$t" in kubernetes|etcd) ;; *) echo "k8s/build.sh: unknown target $t (want kubernetes or etcd)" >&2; exit 2 ;; esac
+	case "$t" in kubernetes|kubelet|kube-apiserver|etcd) ;; *) echo "k8s/build.sh: unknown target $t (want kubernetes, kubelet, kube-apiserver or etcd)" >&2; exit 2 ;; esac
 done
 
 mkdir -p "$CACHE/bin" "$CACHE/src"
@@ -114,11 +119,16 @@ build_dir() {
 # install_atomic TMP DEST: moves a freshly built binary into place.
 install_atomic() { chmod 0755 "$1" && mv -f "$1" "$2"; }
 
+# build_kubernetes CMD...: builds the commands (kubelet, kube-apiserver) that
+# are not cached yet, in one go build.
 build_kubernetes() {
 	lock "kubernetes-$K8S_VERSION"
-	if has_version "$k8s_dir/kubelet" "Kubernetes $K8S_VERSION" &&
-		has_version "$k8s_dir/kube-apiserver" "Kubernetes $K8S_VERSION"; then
-		echo "kubernetes $K8S_VERSION: cached in $k8s_dir"
+	local cmds=() c
+	for c in "$@"; do
+		has_version "$k8s_dir/$c" "Kubernetes $K8S_VERSION" || cmds+=("$c")
+	done
+	if [ ${#cmds[@]} -eq 0 ]; then
+		echo "kubernetes $K8S_VERSION: $* cached in $k8s_dir"
 		return 0
 	fi
 	local start=$SECONDS name="kubernetes-$K8S_VERSION" dir staging=() reqs=() m
@@ -143,15 +153,15 @@ build_kubernetes() {
 	local tmp
 	tmp="$(build_dir "$k8s_dir")"
 	tmps+=("$tmp")
-	echo "kubernetes $K8S_VERSION: building kubelet and kube-apiserver (about 10 min cold on 2 cores)"
-	(cd "$dir" && CGO_ENABLED=0 GOFLAGS=-mod=mod "$GO" build -trimpath -ldflags "$ldflags" -o "$tmp/" \
-		k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-apiserver)
-	for m in kubelet kube-apiserver; do
+	local pkgs=()
+	for c in "${cmds[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$c"); done
+	echo "kubernetes $K8S_VERSION: building ${cmds[*]} (kubelet and kube-apiserver together: about 10 min cold on 2 cores)"
+	(cd "$dir" && CGO_ENABLED=0 GOFLAGS=-mod=mod "$GO" build -trimpath -ldflags "$ldflags" -o "$tmp/" "${pkgs[@]}")
+	for m in "${cmds[@]}"; do
 		has_version "$tmp/$m" "Kubernetes $K8S_VERSION" || { echo "k8s/build.sh: built $m does not report $K8S_VERSION: $("$tmp/$m" --version 2>&1 | head -1)" >&2; return 1; }
 	done
-	install_atomic "$tmp/kubelet" "$k8s_dir/kubelet"
-	install_atomic "$tmp/kube-apiserver" "$k8s_dir/kube-apiserver"
-	echo "kubernetes $K8S_VERSION: built $k8s_dir/{kubelet,kube-apiserver} in $((SECONDS - start))s"
+	for m in "${cmds[@]}"; do install_atomic "$tmp/$m" "$k8s_dir/$m"; done
+	echo "kubernetes $K8S_VERSION: built ${cmds[*]} in $k8s_dir in $((SECONDS - start))s"
 }
 
 build_etcd() {
@@ -182,7 +192,8 @@ build_etcd() {
 
 for t in "${targets[@]}"; do
 	case "$t" in
-	kubernetes) build_kubernetes ;;
+	kubernetes) build_kubernetes kubelet kube-apiserver ;;
+	kubelet | kube-apiserver) build_kubernetes "$t" ;;
 	etcd) build_etcd ;;
 	esac
 done
