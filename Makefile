@@ -59,11 +59,11 @@ test: ## run every test (as root): unit, fuzz, package, kube-apiserver, containe
 	@trap 'tools/bg.sh stop' EXIT; $(MAKE) --no-print-directory test-phases; rc=$$?; tools/phase.sh --summary; exit $$rc
 
 # The phases of `make test`, in order. The cache builds run in the background
-# (tools/bg.sh, logs in bin/bg/) at nice 19, on the CPU the phases leave idle:
-# the VM image (mostly download and unpack) beside one queue of Go builds in
-# the order the phases need them; a phase that needs one waits for it (and
-# fails with its log's tail if it failed). kube-apiserver and etcd, needed
-# only by the last phase, build while the node VM runs.
+# (tools/bg.sh, logs in bin/bg/), niced: the VM image (mostly download and
+# unpack) beside one queue of Go builds in the order the phases need them; a
+# phase that needs one waits for it (and fails with its log's tail if it
+# failed). kube-apiserver and etcd, needed only by the last phase, build
+# while the node VM runs, at nice 19 so that the VM keeps its CPU.
 .PHONY: test-phases
 test-phases:
 	@tools/bg.sh start nfpm tools/nfpm.sh
@@ -82,7 +82,7 @@ test-phases:
 	@tools/phase.sh bench-smoke-real $(MAKE) --no-print-directory bench-smoke-real
 	@tools/phase.sh e2e-containerd-1.6 $(MAKE) --no-print-directory test-e2e-run
 	@tools/phase.sh e2e-containerd-2.4 tools/bg.sh wait containerd2 -- $(MAKE) --no-print-directory test-e2e-containerd2
-	@tools/phase.sh node-vm tools/bg.sh wait vm-image kubelet -- $(MAKE) --no-print-directory test-node-run
+	@tools/phase.sh node-vm tools/bg.sh wait vm-image kubelet -- tools/bg.sh nice 19 -- $(MAKE) --no-print-directory test-node-run
 	@tools/phase.sh apiserver tools/bg.sh wait kube-apiserver etcd -- $(MAKE) --no-print-directory test-apiserver-run
 
 .PHONY: test-apiserver

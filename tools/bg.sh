@@ -12,20 +12,25 @@
 #       waits until each NAME has finished, then runs CMD (if given). Fails,
 #       printing the tail of NAME's log, if NAME failed, was never started,
 #       ended without a status, or is still running after the hang guard
-#       BG_TIMEOUT seconds (default 3600) of waiting.
+#       BG_TIMEOUT seconds (default 3600) of waiting. A phase that waits
+#       stands still, so the builds get the default nice level back first.
+#   tools/bg.sh nice N [-- CMD [ARG]...]
+#       puts the running builds and those not started yet at nice N, then
+#       runs CMD (if given); make test uses 19 while the node VM runs.
 #   tools/bg.sh summary
 #       prints each background build's status, time queued and time run.
 #   tools/bg.sh stop
 #       ends the builds that are still running or queued (make test does so
 #       when a phase fails), and waits for them to go.
 # BG_DIR defaults to bin/bg; `make test` starts it empty. The builds run at
-# nice BG_NICE (default 19, process and scheduler autogroup), so they take
-# the CPU the phases leave idle and little more: the phases' timing and the
-# node VM are not slowed.
+# nice BG_NICE (default 5), for the process and its scheduler autogroup, so
+# that the phases keep most of the CPU they ask for; `nice 19` leaves them
+# only the CPU the phases leave idle.
 set -uo pipefail
 dir="${BG_DIR:-bin/bg}"
 timeout="${BG_TIMEOUT:-3600}"
-nice_level="${BG_NICE:-19}"
+default_nice="${BG_NICE:-5}"
+nice_level="$(cat "$dir/nice" 2>/dev/null || echo "$default_nice")"
 
 # alive PID: PID exists and is no zombie (PID 1 here may not reap, so kill -0
 # alone would take a finished build for a running one).
@@ -33,6 +38,26 @@ alive() {
 	local st
 	st="$(sed -n 's/^[0-9]* (.*) \([A-Z]\) .*/\1/p' "/proc/$1/stat" 2>/dev/null)" || return 1
 	[ -n "$st" ] && [ "$st" != Z ]
+}
+
+# set_nice N NAME...: N for the running builds NAME (all when none given)
+# and, with no NAME, for the builds not started yet.
+set_nice() {
+	local n="$1" p name pgid
+	shift
+	mkdir -p "$dir"
+	[ $# -gt 0 ] || echo "$n" >"$dir/nice"
+	for p in "$dir"/*.pgid; do
+		[ -f "$p" ] || continue
+		name="$(basename "$p" .pgid)"
+		[ $# -gt 0 ] && [[ " $* " != *" $name "* ]] && continue
+		[ -f "$dir/$name.rc" ] && continue
+		pgid="$(cat "$p")"
+		alive "$pgid" || continue
+		renice -n "$n" -g "$pgid" >/dev/null 2>&1
+		echo "$n" >"/proc/$pgid/autogroup" 2>/dev/null
+	done
+	return 0
 }
 
 tail_log() {
@@ -69,6 +94,7 @@ start)
 		# them (sched_autogroup_enabled): nice within it would count for
 		# nothing against the phases' autogroup, so the autogroup gets the
 		# nice level too.
+		nice_level="$(cat "$dir/nice" 2>/dev/null || echo "$default_nice")"
 		setsid bash -c 'echo "$1" >/proc/self/autogroup 2>/dev/null; shift; exec nice -n "$0" "$@"' \
 			"$nice_level" "$nice_level" "$@" </dev/null >>"$dir/$name.log" 2>&1 &
 		child=$!
@@ -89,6 +115,8 @@ wait)
 	names=()
 	while [ $# -gt 0 ] && [ "$1" != "--" ]; do names+=("$1"); shift; done
 	[ "${1:-}" = "--" ] && shift
+	echo "$default_nice" >"$dir/nice" 2>/dev/null
+	set_nice "$default_nice" "${names[@]}"
 	for name in "${names[@]}"; do
 		if [ ! -f "$dir/$name.pid" ]; then
 			echo "tools/bg.sh: background build $name was never started (no $dir/$name.pid)" >&2
@@ -125,6 +153,14 @@ wait)
 	done
 	[ $# -eq 0 ] || exec "$@"
 	;;
+nice)
+	n="${1:?tools/bg.sh nice N [-- CMD...]}"
+	shift
+	[ "${1:-}" = "--" ] && shift
+	set_nice "$n"
+	echo "== background builds: nice $n from now"
+	[ $# -eq 0 ] || exec "$@"
+	;;
 summary)
 	ls "$dir"/*.pid >/dev/null 2>&1 || exit 0
 	echo "== background builds (queued: waiting for the one before; run: own time; waited: a phase stood still for it) =="
@@ -159,7 +195,7 @@ stop)
 	done
 	;;
 *)
-	echo "usage: tools/bg.sh start NAME [--after OTHER] CMD... | wait NAME... [-- CMD...] | summary | stop [NAME...]" >&2
+	echo "usage: tools/bg.sh start NAME [--after OTHER] CMD... | wait NAME... [-- CMD...] | nice N [-- CMD...] | summary | stop [NAME...]" >&2
 	exit 2
 	;;
 esac
