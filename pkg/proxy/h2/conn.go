@@ -86,8 +86,21 @@ func (c *conn) serve() {
 		return
 	}
 	c.nc.SetReadDeadline(time.Time{})
-	c.k = newSide(c.nc, rw, false)
+	k := newSide(c.nc, rw, false)
+	c.mu.Lock()
+	c.k = k
+	draining := c.draining
+	c.mu.Unlock()
 	c.k.greet()
+	if draining {
+		// Drained before its preface (accepted as a shutdown or handover
+		// began): GOAWAY naming no stream sends the client's calls to a
+		// new connection, the successor's. Read on until the client
+		// closes (a stream it opens anyway is refused, which gRPC retries
+		// elsewhere): closing first could fail its writes, and its call.
+		c.k.control(nil, func(fr *http2.Framer) error { return fr.WriteGoAway(0, http2.ErrCodeNo, nil) })
+		c.nc.SetReadDeadline(time.Now().Add(prefaceWhileDraining))
+	}
 	r := newFrameReader(br)
 	fl := r.fl
 	defer fl.flush()
@@ -212,15 +225,24 @@ func (c *conn) close() {
 	c.s.forget(c)
 }
 
+// prefaceWhileDraining is how long a connection drained before its client
+// preface waits for the preface, and then for the client to close.
+const prefaceWhileDraining = 10 * time.Second
+
 // drain refuses new calls, ends the streaming calls (endStreams) and
 // closes the connection once the other calls in flight are done.
 func (c *conn) drain() {
 	c.mu.Lock()
 	c.draining = true
 	idle := c.active == 0
+	k := c.k
 	c.mu.Unlock()
-	if c.k == nil {
-		c.close()
+	if k == nil {
+		// Its preface is not read yet: serve answers it with GOAWAY.
+		// Closing it unread instead would fail the client's first write
+		// ("broken pipe") and lose its call. A client that sends nothing
+		// is not waited for long.
+		c.nc.SetReadDeadline(time.Now().Add(prefaceWhileDraining))
 		return
 	}
 	c.k.mu.Lock()

@@ -168,15 +168,17 @@ func (s *Server) Serve(l net.Listener) error {
 		ctx, cancel := context.WithCancel(context.Background())
 		c := &conn{s: s, nc: nc, ctx: ctx, cancel: cancel, ups: map[*side]bool{}}
 		s.mu.Lock()
-		if s.closed {
-			s.mu.Unlock()
-			nc.Close()
-			cancel()
-			return ErrServerClosed
-		}
+		closed := s.closed
+		// Accepted as Shutdown began: taken from the socket's queue, so
+		// no successor can have it; serve answers it with GOAWAY rather
+		// than close it unread.
+		c.draining = closed
 		s.conns[c] = true
 		s.mu.Unlock()
 		go c.serve()
+		if closed {
+			return ErrServerClosed
+		}
 	}
 }
 
