@@ -139,6 +139,16 @@ test-node: deps build tools k8s-bins package ## boot the node VM (qemu) and run 
 test-node-run:
 	CRI_GUARD_NODE=1 CRI_GUARD_NODE_TIMEOUT=$(NODE_TIMEOUT) CRI_GUARD_NODE_DEB=$(wildcard $(CURDIR)/$(BIN)/pkg/cri-guard_*_amd64.deb) $(GO) test -count=1 -timeout 60m -v -run '^TestNode$$' ./test/node/
 
+# The node overhead figures (test/node/vm/bench_test.go): the same VM, only
+# TestBenchNode (which test-node skips; CRI_GUARD_NODE_RUN may add
+# scenarios to the boot); the table is printed and kept in
+# bin/node/bench-node.md.
+.PHONY: bench-node
+bench-node: deps build tools k8s-bins package ## boot the node VM and measure cri-guard's CPU, RSS and pod start time against containerd and the kubelet (as root; ~20 min under TCG); table in bin/node/bench-node.md
+	set -o pipefail; CRI_GUARD_NODE=1 CRI_GUARD_NODE_TIMEOUT=$(NODE_TIMEOUT) CRI_GUARD_NODE_DEB=$(wildcard $(CURDIR)/$(BIN)/pkg/cri-guard_*_amd64.deb) \
+		CRI_GUARD_NODE_RUN="$${CRI_GUARD_NODE_RUN:-^TestBenchNode$$}" CRI_GUARD_NODE_SKIP= $(GO) test -count=1 -timeout 60m -v -run '^TestNode$$' ./test/node/ 2>&1 | tee $(BIN)/bench-node.log
+	@echo; cat $(BIN)/node/bench-node.md
+
 .PHONY: test-unit
 test-unit: ## run the unit tests only (no root needed)
 	$(GO) test -count=1 ./...
