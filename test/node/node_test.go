@@ -149,6 +149,10 @@ func stage(ctx context.Context, t *testing.T, repo, share, inputs, kubelet strin
 		os.MkdirAll(filepath.Join(in, "pkg"), 0o755)
 		copyFile(t, deb, filepath.Join(in, "pkg", filepath.Base(deb)))
 	}
+	// Another cri-guard binary to run instead of the one installed (run.sh).
+	if bin := os.Getenv("CRI_GUARD_NODE_GUARD_BIN"); bin != "" {
+		copyFile(t, bin, filepath.Join(in, "bin", "cri-guard-replace"))
+	}
 	run(ctx, t, repo, nil, "make", "-s", "install", "DESTDIR="+filepath.Join(in, "install"), "BIN="+t.TempDir())
 	nocgo := []string{"CGO_ENABLED=0"}
 	run(ctx, t, repo, append(nocgo, "BIN_DIR="+filepath.Join(in, "bin")), "tools/build.sh", "crictl")

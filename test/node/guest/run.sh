@@ -61,6 +61,23 @@ else
 	systemctl daemon-reload
 	systemctl enable -q --now cri-guard.socket cri-guard.service || fail "cri-guard units"
 fi
+# CRI_GUARD_NODE_GUARD_BIN (host): another cri-guard build in place of the
+# installed binary, e.g. an old one to show that a scenario fails without
+# its fix. The config stays; a build from before `cri-guard reload` gets the
+# ExecReload its units had (SIGHUP).
+if [ -e /inputs/bin/cri-guard-replace ]; then
+	exe=$(command -v cri-guard)
+	install -m 0755 /inputs/bin/cri-guard-replace "$exe" || fail "replace $exe"
+	if ! cri-guard help 2>/dev/null | grep -q '^  reload '; then
+		mkdir -p /etc/systemd/system/cri-guard.service.d
+		printf '[Service]\nExecReload=\nExecReload=/bin/kill -HUP $MAINPID\n' >/etc/systemd/system/cri-guard.service.d/50-replaced-binary.conf
+		systemctl daemon-reload
+		say "replaced binary has no reload command: ExecReload=/bin/kill -HUP \$MAINPID"
+	fi
+	cri-guard check-config /etc/cri-guard/config.yaml || fail "check-config with the replaced binary"
+	systemctl restart cri-guard.service || fail "cri-guard restart with the replaced binary"
+	say "replaced $exe by $(cri-guard version 2>/dev/null | head -n1) (CRI_GUARD_NODE_GUARD_BIN)"
+fi
 # kubelet.service was in place before the last reload (the postinst's, or
 # the one above); started, not enabled, to spare a reload.
 systemctl start kubelet.service || fail "kubelet"
