@@ -56,15 +56,23 @@ func SetEventedPLEG(t *testing.T, on bool) {
 // upstreamTruth polls cri-guard's metrics (a read without side effects)
 // until cri_guard_upstream_state{state="READY"} is 1, then checks that
 // `cri-guard status` agrees, and returns how long the metric took (printed,
-// not asserted: only the hang guard fails).
+// not asserted: only the hang guard fails). A failure is an error, not
+// fatal: the restarts after it still run and report their own faults.
 func upstreamTruth(t *testing.T, what string) time.Duration {
 	t.Helper()
 	t0 := time.Now()
-	Poll(t, what+`: cri_guard_upstream_state{state="READY"} 1`, HangGuard, func() (bool, string) {
+	for {
 		m := Metrics(t)
-		return Metric(m, "cri_guard_upstream_state", map[string]string{"state": "READY"}) == 1,
-			strings.Join(regexp.MustCompile(`(?m)^cri_guard_upstream_state.*$`).FindAllString(m, -1), "; ")
-	})
+		if Metric(m, "cri_guard_upstream_state", map[string]string{"state": "READY"}) == 1 {
+			break
+		}
+		if time.Since(t0) > HangGuard {
+			t.Errorf(`%s: cri_guard_upstream_state{state="READY"} not 1 after %s: %s`, what, HangGuard,
+				strings.Join(regexp.MustCompile(`(?m)^cri_guard_upstream_state.*$`).FindAllString(m, -1), "; "))
+			break
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
 	d := time.Since(t0)
 	out, err := Run("cri-guard", "status", "--config", GuardConfig, "--json")
 	var st struct {
