@@ -136,8 +136,20 @@ test-node: deps build tools k8s-bins package ## boot the node VM (qemu) and run 
 	@$(MAKE) --no-print-directory test-node-run
 
 .PHONY: test-node-run
-test-node-run:
-	CRI_GUARD_NODE=1 CRI_GUARD_NODE_TIMEOUT=$(NODE_TIMEOUT) CRI_GUARD_NODE_DEB=$(wildcard $(CURDIR)/$(BIN)/pkg/cri-guard_*_amd64.deb) $(GO) test -count=1 -timeout 60m -v -run '^TestNode$$' ./test/node/
+test-node-run: node-package-next
+	CRI_GUARD_NODE=1 CRI_GUARD_NODE_TIMEOUT=$(NODE_TIMEOUT) CRI_GUARD_NODE_DEB=$(wildcard $(CURDIR)/$(BIN)/pkg/cri-guard_*_amd64.deb) \
+		CRI_GUARD_NODE_DEB_NEXT=$(wildcard $(CURDIR)/$(BIN)/pkg-next/cri-guard_*_amd64.deb) \
+		$(GO) test -count=1 -timeout 60m -v -run '^TestNode$$' ./test/node/
+
+# TestPackage (test/node/vm) upgrades the node's .deb to a second build of
+# the same tree with a higher version (<version>+upgrade1), in
+# $(BIN)/pkg-next; built only when $(BIN)/pkg holds a .deb (make package).
+.PHONY: node-package-next
+node-package-next:
+	@rm -rf $(BIN)/pkg-next
+	@if ls $(BIN)/pkg/cri-guard_*_amd64.deb >/dev/null 2>&1; then \
+		PKG_OUT=$(BIN)/pkg-next PKG_VERSION=$$(tools/pkgversion.sh)+upgrade1 tools/package.sh >/dev/null; \
+	fi
 
 # The node overhead figures (test/node/vm/bench_test.go): the same VM, only
 # TestBenchNode (which test-node skips; CRI_GUARD_NODE_RUN may add

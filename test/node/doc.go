@@ -26,6 +26,7 @@
 // which `make bench-node` runs), CRI_GUARD_VM_ACCEL=kvm|tcg forces the
 // accelerator, CRI_GUARD_KUBELET names the kubelet binary,
 // CRI_GUARD_NODE_DEB a cri-guard .deb to install instead of `make install`,
+// CRI_GUARD_NODE_DEB_NEXT a newer build of it for TestPackage's upgrade,
 // CRI_GUARD_NODE_GUARD_BIN a cri-guard binary that replaces the installed
 // one before the kubelet starts (to show a scenario failing on a build
 // without its fix: the config stays as installed, and a build without the

@@ -148,6 +148,11 @@ func stage(ctx context.Context, t *testing.T, repo, share, inputs, kubelet strin
 	if deb := os.Getenv("CRI_GUARD_NODE_DEB"); deb != "" {
 		os.MkdirAll(filepath.Join(in, "pkg"), 0o755)
 		copyFile(t, deb, filepath.Join(in, "pkg", filepath.Base(deb)))
+		// A newer build of the same tree, for TestPackage's upgrade.
+		if next := os.Getenv("CRI_GUARD_NODE_DEB_NEXT"); next != "" {
+			os.MkdirAll(filepath.Join(in, "pkg-next"), 0o755)
+			copyFile(t, next, filepath.Join(in, "pkg-next", filepath.Base(next)))
+		}
 	}
 	// Another cri-guard binary to run instead of the one installed (run.sh).
 	if bin := os.Getenv("CRI_GUARD_NODE_GUARD_BIN"); bin != "" {
