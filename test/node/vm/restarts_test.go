@@ -61,6 +61,7 @@ func SetEventedPLEG(t *testing.T, on bool) {
 func upstreamTruth(t *testing.T, what string) time.Duration {
 	t.Helper()
 	t0 := time.Now()
+	metric := "READY"
 	for {
 		m := Metrics(t)
 		if Metric(m, "cri_guard_upstream_state", map[string]string{"state": "READY"}) == 1 {
@@ -69,6 +70,7 @@ func upstreamTruth(t *testing.T, what string) time.Duration {
 		if time.Since(t0) > HangGuard {
 			t.Errorf(`%s: cri_guard_upstream_state{state="READY"} not 1 after %s: %s`, what, HangGuard,
 				strings.Join(regexp.MustCompile(`(?m)^cri_guard_upstream_state.*$`).FindAllString(m, -1), "; "))
+			metric = "not READY"
 			break
 		}
 		time.Sleep(250 * time.Millisecond)
@@ -81,7 +83,7 @@ func upstreamTruth(t *testing.T, what string) time.Duration {
 		} `json:"daemon"`
 	}
 	if err != nil || json.Unmarshal([]byte(out), &st) != nil || st.Daemon == nil || st.Daemon.UpstreamState != "READY" {
-		t.Errorf("%s: metrics say READY, `cri-guard status --json` says %s %v", what, out, err)
+		t.Errorf("%s: metrics say %s, `cri-guard status --json` says %s %v", what, metric, out, err)
 	}
 	return d
 }
