@@ -141,6 +141,8 @@ func stage(ctx context.Context, t *testing.T, repo, share, inputs, kubelet strin
 		copyFile(t, filepath.Join(guest, e.Name()), filepath.Join(in, "guest", e.Name()))
 	}
 	copyFile(t, filepath.Join(guest, "run.sh"), filepath.Join(share, "run.sh"))
+	// The README, whose node rollout TestReadmeRollbackAndRollout runs.
+	copyFile(t, filepath.Join(repo, "README.md"), filepath.Join(in, "README.md"))
 
 	// cri-guard: the node installs the .deb when given; what `make
 	// install` writes is staged always (the README's install path, for

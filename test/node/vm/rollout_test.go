@@ -3,84 +3,26 @@ package vm
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
 
-// installer is how cri-guard came onto this node (run.sh): its package,
-// or the files `make install` wrote (staged by the host in /inputs/install).
-type installer struct {
-	pkg   bool
-	files []string // make install's files, relative to /
-}
-
-func nodeInstaller(t *testing.T) installer {
+// installedByPackage says whether cri-guard came onto this node as its
+// package (run.sh), rather than from `make install`.
+func installedByPackage(t *testing.T) bool {
 	t.Helper()
 	by, err := os.ReadFile("/run/cri-guard-installed-by")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if strings.TrimSpace(string(by)) == "package" {
-		return installer{pkg: true}
-	}
-	var in installer
-	filepath.Walk("/inputs/install", func(p string, fi os.FileInfo, err error) error {
-		if err == nil && !fi.IsDir() {
-			in.files = append(in.files, strings.TrimPrefix(p, "/inputs/install"))
-		}
-		return nil
-	})
-	if len(in.files) == 0 {
-		t.Fatal("no make install files in /inputs/install")
-	}
-	return in
+	return strings.TrimSpace(string(by)) == "package"
 }
 
-// install is `make install` holding the drop-in back (or the package,
-// which ships the drop-in inactive; its postinst enables the units).
-func (in installer) install(t *testing.T) {
-	t.Helper()
-	if in.pkg {
-		debs, _ := filepath.Glob("/inputs/pkg/cri-guard_*.deb")
-		MustRun(t, "dpkg", append([]string{"-i", "--force-confold"}, debs...)...)
-		return
-	}
-	for _, f := range in.files {
-		if f == dropIn || f == GuardConfig {
-			continue
-		}
-		mode := "0644"
-		if strings.HasSuffix(f, "/bin/cri-guard") {
-			mode = "0755"
-		}
-		MustRun(t, "install", "-D", "-m", mode, "/inputs/install"+f, f)
-	}
-}
-
-// uninstall is `make uninstall` (or removing the package): both keep the
-// config.
-func (in installer) uninstall(t *testing.T) {
-	t.Helper()
-	if in.pkg {
-		MustRun(t, "dpkg", "-r", "cri-guard")
-		return
-	}
-	for _, f := range in.files {
-		if f != GuardConfig {
-			os.Remove(f)
-		}
-	}
-	os.Remove(filepath.Dir(dropIn))
-}
-
-// dropInSource is the drop-in the operator puts in place.
-func (in installer) dropInSource() string {
-	if in.pkg {
-		return "/usr/share/cri-guard/10-cri-guard.conf"
-	}
-	return "/inputs/install" + dropIn
-}
+// packageDropIn is the kubelet drop-in the package ships, inactive.
+const packageDropIn = "/usr/share/cri-guard/10-cri-guard.conf"
 
 const dropIn = "/etc/systemd/system/kubelet.service.d/10-cri-guard.conf"
 
@@ -105,42 +47,145 @@ func restartKubelet(t *testing.T) {
 	t.Helper()
 	Systemctl(t, "daemon-reload")
 	Systemctl(t, "restart", "kubelet.service")
+	waitKubelet(t)
+}
+
+// waitKubelet waits until the kubelet answers its health check.
+func waitKubelet(t *testing.T) {
+	t.Helper()
 	Poll(t, "kubelet healthy", HangGuard, func() (bool, string) {
 		_, err := get(KubeletURL + "/healthz")
 		return err == nil, errString(err)
 	})
 }
 
-// TestReadmeRollbackAndRollout executes the README's "Rollback" (full) and
-// then its "Node rollout", step by step as written, on this node with a pod
-// running throughout: the pod keeps its container, the kubelet follows the
-// drop-in, and each step's check (check-config, `cri-guard status`, the
-// audit counter, the reload to reject) holds. `make install` and `make
-// uninstall` are what they write and remove (the files staged from `make
-// install DESTDIR=...`; uninstall keeps the config), or, when the node
-// has cri-guard's package, dpkg -i and dpkg -r (the package ships the
-// drop-in inactive in /usr/share/cri-guard; its postinst enables the units,
-// which step 2 then finds enabled).
+// readmeBlocks returns the README's node-rollout shell blocks by name: each
+// ```sh block right after a `<!-- node-rollout: NAME -->` line, dedented.
+// The host stages README.md at /inputs/README.md.
+func readmeBlocks(t *testing.T) map[string]string {
+	t.Helper()
+	b, err := os.ReadFile("/inputs/README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := map[string]string{}
+	lines := strings.Split(string(b), "\n")
+	for i := 0; i < len(lines); i++ {
+		name, ok := strings.CutPrefix(strings.TrimSpace(lines[i]), "<!-- node-rollout: ")
+		if !ok {
+			continue
+		}
+		name = strings.TrimSuffix(name, " -->")
+		if i+1 >= len(lines) || strings.TrimSpace(lines[i+1]) != "```sh" {
+			t.Fatalf("README.md:%d: node-rollout %s is not followed by a ```sh block", i+1, name)
+		}
+		indent := lines[i+1][:strings.Index(lines[i+1], "```")]
+		var body []string
+		for i += 2; i < len(lines) && strings.TrimSpace(lines[i]) != "```"; i++ {
+			body = append(body, strings.TrimPrefix(lines[i], indent))
+		}
+		if i == len(lines) {
+			t.Fatalf("README.md: node-rollout %s: the block never ends", name)
+		}
+		blocks[name] = strings.Join(body, "\n") + "\n"
+	}
+	return blocks
+}
+
+// runBlock runs one of the README's blocks as written, with sh -e (a
+// failing command fails the step), in dir.
+func runBlock(t *testing.T, blocks map[string]string, name, dir string) string {
+	t.Helper()
+	script, ok := blocks[name]
+	if !ok {
+		t.Fatalf("README.md has no node-rollout block %q", name)
+	}
+	cmd := exec.Command("sh", "-ec", script)
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
+	t.Logf("README step %s:\n%s%s", name, indent(script), indent(string(out)))
+	if err != nil {
+		t.Fatalf("README step %s: %v", name, err)
+	}
+	return string(out)
+}
+
+func indent(s string) string {
+	if s == "" {
+		return ""
+	}
+	return "    " + strings.ReplaceAll(strings.TrimSuffix(s, "\n"), "\n", "\n    ") + "\n"
+}
+
+// setConfig sets a top-level key of cri-guard's config file, the edit the
+// README leaves to the operator: the key's line replaced, or appended.
+func setConfig(t *testing.T, key, value string) {
+	t.Helper()
+	b, err := os.ReadFile(GuardConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	line := key + ": " + value
+	re := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(key) + `:.*$`)
+	s := string(b)
+	if re.MatchString(s) {
+		s = re.ReplaceAllLiteralString(s, line)
+	} else {
+		s = strings.TrimSuffix(s, "\n") + "\n" + line + "\n"
+	}
+	if err := os.WriteFile(GuardConfig, []byte(s), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// debDirOf returns the directory under /inputs whose .deb is the version
+// now installed (TestPackage leaves the newer build), so that the README's
+// `dpkg -i cri-guard_*_amd64.deb` reinstalls what the node had.
+func debDirOf(t *testing.T, version string) string {
+	t.Helper()
+	for _, dir := range []string{"/inputs/pkg", "/inputs/pkg-next"} {
+		debs, _ := filepath.Glob(dir + "/cri-guard_*_amd64.deb")
+		for _, d := range debs {
+			if v, err := Run("dpkg-deb", "-f", d, "Version"); err == nil && strings.TrimSpace(v) == version {
+				return dir
+			}
+		}
+	}
+	t.Fatalf("no staged .deb of cri-guard %s in /inputs/pkg or /inputs/pkg-next", version)
+	return ""
+}
+
+// TestReadmeRollbackAndRollout runs the README's "Rollback" (full) and then
+// its "Node rollout": the README's own shell blocks, as written, read from
+// the README the host staged, with the config edits its prose asks for
+// made here, on this node with a pod running throughout: the pod keeps
+// its containers, the kubelet follows the drop-in, and each step's check
+// (check-config, `cri-guard status`, the audit counter, the reload to
+// reject) holds. A README edit that breaks the procedure fails here.
 func TestReadmeRollbackAndRollout(t *testing.T) {
-	in := nodeInstaller(t)
+	if !installedByPackage(t) {
+		t.Skip("the README's rollout is the package's; this node has cri-guard from make install")
+	}
+	blocks := readmeBlocks(t)
 	baseConfig, err := os.ReadFile(GuardConfig)
 	if err != nil {
 		t.Fatal(err)
 	}
+	version := strings.TrimSpace(MustRun(t, "dpkg-query", "-W", "-f", "${Version}", "cri-guard"))
+	debDir := debDirOf(t, version)
 	// Whatever happens below, leave the node as the next scenario expects
 	// it: installed, enabled, the base config, the kubelet through cri-guard.
 	t.Cleanup(func() {
 		if _, err := os.Stat("/usr/bin/cri-guard"); err != nil {
-			if _, err := os.Stat("/usr/local/bin/cri-guard"); err != nil {
-				in.install(t)
-			}
+			debs, _ := filepath.Glob(debDir + "/cri-guard_*_amd64.deb")
+			Run("dpkg", append([]string{"-i", "--force-confold"}, debs...)...)
 		}
 		os.WriteFile(GuardConfig, baseConfig, 0o644)
 		Run("systemctl", "daemon-reload")
 		Run("systemctl", "enable", "--now", "cri-guard.socket", "cri-guard.service")
 		Run("systemctl", "restart", "cri-guard.service")
 		if _, err := os.Stat(dropIn); err != nil {
-			Run("install", "-D", "-m", "0644", in.dropInSource(), dropIn)
+			Run("install", "-D", "-m", "0644", packageDropIn, dropIn)
 			restartKubelet(t)
 		}
 	})
@@ -150,20 +195,13 @@ func TestReadmeRollbackAndRollout(t *testing.T) {
 		t.Fatalf("kubelet runs with --container-runtime-endpoint=%q, want cri-guard's %s (the drop-in)", got, GuardEndpoint)
 	}
 
-	// Rollback, full: drop-in out, daemon-reload, restart kubelet, then
-	// disable cri-guard, then uninstall.
-	if err := os.Remove(dropIn); err != nil {
-		t.Fatal(err)
-	}
-	restartKubelet(t)
+	// Rollback, full: the drop-in out (the kubelet restarts onto the
+	// runtime), then the package removed.
+	runBlock(t, blocks, "remove", "/")
+	waitKubelet(t)
 	if got := kubeletEndpoint(t); got != "" {
-		t.Errorf("after the drop-in's removal the kubelet runs with --container-runtime-endpoint=%q", got)
+		t.Errorf("after the rollback the kubelet runs with --container-runtime-endpoint=%q", got)
 	}
-	Systemctl(t, "disable", "--now", "cri-guard.service", "cri-guard.socket")
-	in.uninstall(t)
-	Systemctl(t, "daemon-reload")
-	// Nothing answers on cri-guard's socket any more (systemd leaves the
-	// file: RemoveOnStop= is off).
 	for _, u := range []string{"cri-guard.socket", "cri-guard.service"} {
 		if out, err := Run("systemctl", "is-active", u); err == nil {
 			t.Errorf("%s is still active after the rollback: %s", u, out)
@@ -176,29 +214,26 @@ func TestReadmeRollbackAndRollout(t *testing.T) {
 		t.Errorf("rollback: containers before %v, after %v", before, after)
 	}
 	if _, err := os.Stat(GuardConfig); err != nil {
-		t.Errorf("uninstall removed the config: %v", err)
+		t.Errorf("the rollback removed the config: %v", err)
 	}
 
-	// Rollout 1: make install, holding the drop-in back; check-config;
-	// mode: audit and metricsListen on the first nodes.
-	cfg := strings.ReplaceAll(string(baseConfig), "\nmode: reject\n", "\n") + "\nmode: audit\n"
-	if err := os.WriteFile(GuardConfig, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
+	// Rollout 1: install (the kubelet stays on the runtime); mode: audit
+	// and metricsListen on the first nodes; check and apply.
+	runBlock(t, blocks, "install", debDir)
+	if got := kubeletEndpoint(t); got != "" {
+		t.Errorf("installing the package pointed the kubelet at %q", got)
 	}
-	in.install(t)
-	MustRun(t, "cri-guard", "check-config", GuardConfig)
-	// Rollout 2: enable --now; status shows the runtime READY and
-	// answering through the socket.
-	Systemctl(t, "daemon-reload")
-	Systemctl(t, "enable", "--now", "cri-guard.socket", "cri-guard.service")
-	st := MustRun(t, "cri-guard", "status", "--config", GuardConfig)
-	if !strings.Contains(st, "READY") {
-		t.Errorf("cri-guard status after enable --now:\n%s", st)
+	setConfig(t, "mode", "audit")
+	setConfig(t, "metricsListen", "127.0.0.1:9464")
+	runBlock(t, blocks, "audit", "/")
+	// Rollout 2: status shows the runtime READY and answering.
+	if st := runBlock(t, blocks, "status", "/"); !strings.Contains(st, "READY") {
+		t.Errorf("cri-guard status after the install:\n%s", st)
 	}
-	// Rollout 3: the drop-in, daemon-reload, restart kubelet; running pods
-	// are untouched.
-	MustRun(t, "install", "-D", "-m", "0644", in.dropInSource(), dropIn)
-	restartKubelet(t)
+	// Rollout 3: the drop-in; the kubelet restarts onto cri-guard and
+	// finds the same containers.
+	runBlock(t, blocks, "wire", "/")
+	waitKubelet(t)
 	if got := kubeletEndpoint(t); got != GuardEndpoint {
 		t.Errorf("after the rollout the kubelet runs with --container-runtime-endpoint=%q, want %s", got, GuardEndpoint)
 	}
@@ -218,11 +253,8 @@ func TestReadmeRollbackAndRollout(t *testing.T) {
 		t.Errorf("mode: audit refused a call: %s", refused[0])
 	}
 	pid := Systemctl(t, "show", "-p", "MainPID", "--value", "cri-guard.service")
-	reject := strings.Replace(cfg, "\nmode: audit\n", "\nmode: reject\n", 1)
-	if err := os.WriteFile(GuardConfig, []byte(reject), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	Systemctl(t, "reload", "cri-guard.service")
+	setConfig(t, "mode", "reject")
+	runBlock(t, blocks, "reject", "/")
 	log = MarkJournal(t, "kubelet")
 	Poll(t, "the 2000-byte pod refused after the reload to reject", HangGuard, func() (bool, string) {
 		l := log.Lines(t, `"CreatePodSandbox for pod failed"`, `pod="default/rollout2k-node"`, "below the 12Mi minimum", "InvalidArgument")
