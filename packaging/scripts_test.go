@@ -110,10 +110,17 @@ func TestMaintainerScriptCalls(t *testing.T) {
 		{"deb upgrade", "deb/postinst", []string{"configure", "0.0.0~git20261201000000.abcdef0"}, node{status: 3},
 			append(enable[:len(enable):len(enable)], "deb-systemd-invoke start cri-guard.socket", "deb-systemd-invoke restart cri-guard.service"), 0},
 		{"deb upgrade, handover", "deb/postinst", []string{"configure", "0.0.0~git20261201000000.abcdef0"}, node{status: 3, ctl: true},
-			append(enable[:len(enable):len(enable)], "deb-systemd-invoke start cri-guard.socket", "deb-systemd-invoke try-reload-or-restart cri-guard.service"), 0},
+			append(enable[:len(enable):len(enable)], "deb-systemd-invoke start cri-guard.socket", "systemctl is-active --quiet cri-guard.service", "deb-systemd-invoke try-reload-or-restart cri-guard.service"), 0},
 		{"deb upgrade, handover fails", "deb/postinst", []string{"configure", "0.0.0~git20261201000000.abcdef0"},
 			node{status: 3, ctl: true, fail: "deb-systemd-invoke try-reload-or-restart cri-guard.service"},
-			append(enable[:len(enable):len(enable)], "deb-systemd-invoke start cri-guard.socket", "deb-systemd-invoke try-reload-or-restart cri-guard.service"), 1},
+			append(enable[:len(enable):len(enable)], "deb-systemd-invoke start cri-guard.socket", "systemctl is-active --quiet cri-guard.service", "deb-systemd-invoke try-reload-or-restart cri-guard.service"), 1},
+		// Reinstall after `dpkg -r` (config-files state): dpkg passes the
+		// last configured version and the control socket's file is left
+		// in /run, but the service is stopped: try-reload-or-restart would
+		// leave it stopped; restart starts it.
+		{"deb reinstall after remove", "deb/postinst", []string{"configure", "0.0.0~git20261201000000.abcdef0"},
+			node{status: 3, ctl: true, fail: "systemctl is-active --quiet cri-guard.service"},
+			append(enable[:len(enable):len(enable)], "deb-systemd-invoke start cri-guard.socket", "systemctl is-active --quiet cri-guard.service", "deb-systemd-invoke restart cri-guard.service"), 0},
 		{"deb remove, kubelet not wired", "deb/prerm", []string{"remove"}, node{status: 3},
 			[]string{status, "deb-systemd-invoke stop cri-guard.service cri-guard.socket"}, 0},
 		{"deb remove refused, kubelet wired", "deb/prerm", []string{"remove"}, node{status: 0}, []string{status, status}, 1},
