@@ -107,23 +107,6 @@ func kubeletHealthy(t *testing.T) {
 	})
 }
 
-// pkgKubeletEndpoint is the runtime endpoint the running kubelet was given
-// by flag, or "" (then its config file's, or containerd's default).
-func pkgKubeletEndpoint(t *testing.T) string {
-	t.Helper()
-	pid := unitProp(t, "kubelet.service", "MainPID")
-	b, err := os.ReadFile("/proc/" + pid + "/cmdline")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, a := range strings.Split(string(b), "\x00") {
-		if v, ok := strings.CutPrefix(a, "--container-runtime-endpoint="); ok {
-			return v
-		}
-	}
-	return ""
-}
-
 // guardCalls is how many calls cri-guard has relayed (its metrics).
 func guardCalls(t *testing.T) float64 {
 	t.Helper()
@@ -269,7 +252,7 @@ func TestPackage(t *testing.T) {
 	if st := dpkgStatus("cri-guard"); !strings.HasPrefix(st, "ii ") {
 		t.Fatalf("cri-guard not installed from the .deb at boot: %q", st)
 	}
-	if ep := pkgKubeletEndpoint(t); ep != GuardEndpoint {
+	if ep := kubeletEndpoint(t); ep != GuardEndpoint {
 		t.Fatalf("the kubelet's endpoint is %q, want cri-guard's (run.sh: cri-guard kubelet-dropin install)", ep)
 	}
 
@@ -317,7 +300,7 @@ func TestPackage(t *testing.T) {
 		t.Fatalf("kubelet-dropin remove did not restart the kubelet (MainPID %s)", pid)
 	}
 	kubeletHealthy(t)
-	if ep := pkgKubeletEndpoint(t); ep != "" {
+	if ep := kubeletEndpoint(t); ep != "" {
 		t.Fatalf("the kubelet still has --container-runtime-endpoint=%s", ep)
 	}
 	kubeletThroughGuard(t)
@@ -408,7 +391,7 @@ func TestPackage(t *testing.T) {
 	if pid := unitProp(t, "kubelet.service", "MainPID"); pid != kubeletPID {
 		t.Errorf("dpkg -i restarted the kubelet (MainPID %s -> %s)", kubeletPID, pid)
 	}
-	if ep := pkgKubeletEndpoint(t); ep != "" {
+	if ep := kubeletEndpoint(t); ep != "" {
 		t.Errorf("after dpkg -i the kubelet has --container-runtime-endpoint=%s", ep)
 	}
 	if _, err := os.Stat("/etc/systemd/system/kubelet.service.d/10-cri-guard.conf"); !os.IsNotExist(err) {
@@ -433,7 +416,7 @@ func TestPackage(t *testing.T) {
 	}
 	os.Remove("/var/tmp/cri-guard.deb")
 	kubeletHealthy(t)
-	if ep := pkgKubeletEndpoint(t); ep != GuardEndpoint {
+	if ep := kubeletEndpoint(t); ep != GuardEndpoint {
 		t.Fatalf("after the provisioning script the kubelet's endpoint is %q", ep)
 	}
 	kubeletThroughGuard(t)
