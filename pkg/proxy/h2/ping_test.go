@@ -94,19 +94,19 @@ func (p *rawPeer) headers(id uint32, end bool, fields ...string) {
 	})
 }
 
-// TestPingsRelayed: once a runtime connection exists, PING frames and their
-// answers cross the relay as they would a byte splice, both ways; before
-// one exists, and once it goes away, the relay answers PINGs itself, and
-// so it does when the runtime could count a kubelet's PING as abuse.
-func TestPingsRelayed(t *testing.T) {
+// relayWithKubelet starts a relay in front of a runtime socket that
+// nobody accepts on until the test does (ul), and connects a kubelet to it
+// (kc); all three are closed when the test ends.
+func relayWithKubelet(t *testing.T) (s *Server, ul net.Listener, kc net.Conn) {
+	t.Helper()
 	dir := t.TempDir()
 	upSock := filepath.Join(dir, "runtime.sock")
 	ul, err := net.Listen("unix", upSock)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ul.Close()
-	s, err := New("unix://"+upSock, Options{})
+	t.Cleanup(func() { ul.Close() })
+	s, err = New("unix://"+upSock, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,13 +115,21 @@ func TestPingsRelayed(t *testing.T) {
 		t.Fatal(err)
 	}
 	go s.Serve(kl)
-	defer s.Close()
-
-	kc, err := net.Dial("unix", kl.Addr().String())
+	t.Cleanup(func() { s.Close() })
+	kc, err = net.Dial("unix", kl.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer kc.Close()
+	t.Cleanup(func() { kc.Close() })
+	return s, ul, kc
+}
+
+// TestPingsRelayed: once a runtime connection exists, PING frames and their
+// answers cross the relay as they would a byte splice, both ways; before
+// one exists, and once it goes away, the relay answers PINGs itself, and
+// so it does when the runtime could count a kubelet's PING as abuse.
+func TestPingsRelayed(t *testing.T) {
+	_, ul, kc := relayWithKubelet(t)
 	kc.Write([]byte(http2.ClientPreface))
 	kubelet := newRawPeer(t, kc)
 	kubelet.write(func(fr *http2.Framer) error { return fr.WriteSettings() })

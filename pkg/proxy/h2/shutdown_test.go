@@ -2,8 +2,6 @@ package h2
 
 import (
 	"context"
-	"net"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -18,29 +16,7 @@ import (
 // unread: its client then fails to write the preface ("broken pipe"), and
 // the call is lost (seen in the node VM's package upgrade under load).
 func TestShutdownBeforePreface(t *testing.T) {
-	dir := t.TempDir()
-	upSock := filepath.Join(dir, "runtime.sock")
-	ul, err := net.Listen("unix", upSock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ul.Close()
-	s, err := New("unix://"+upSock, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	kl, err := net.Listen("unix", filepath.Join(dir, "guard.sock"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Serve(kl)
-	defer s.Close()
-
-	kc, err := net.Dial("unix", kl.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer kc.Close()
+	s, _, kc := relayWithKubelet(t)
 	// Wait until the server has accepted it (hang guard only).
 	deadline := time.Now().Add(30 * time.Second)
 	for {
