@@ -105,6 +105,17 @@ spec:
 			// yaml.v3 names the line before the bad value's.
 			want: []string{"f.yaml:5: yaml: line 5: did not find expected node content"},
 		},
+		"a separator line with an unclosed value and no final newline": {
+			// Found by FuzzCheck: the finding named line 2 of a 1-line input.
+			in:   "--- \"",
+			want: []string{"f.yaml:1: yaml: found unexpected end of stream"},
+		},
+		"an unclosed value ended by a lone carriage return": {
+			// Found by FuzzCheck: yaml.v3 counts "\r" as a line break, and
+			// named line 2 of what is one line to everyone else.
+			in:   "\"00\r",
+			want: []string{"f.yaml:1: yaml: line 2: found unexpected end of stream"},
+		},
 		"empty documents": {
 			in: "---\n# nothing\n---\n",
 		},

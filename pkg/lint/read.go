@@ -16,6 +16,7 @@ import (
 // and the line of each of its fields.
 type document struct {
 	line  int            // the object's first line
+	last  int            // the document's last line, for a parse error
 	json  []byte         // nil for an empty document
 	lines map[string]int // field path ("spec.containers[0].name") to line
 	err   error          // the document does not parse
@@ -40,11 +41,12 @@ func (d *document) lineOf(path string) int {
 var yamlLine = regexp.MustCompile(`line (\d+)`)
 
 // errLine is the line that the document's parse error names, else the
-// document's first.
+// document's first. The parser counts a lone "\r" as a line break and we do
+// not, so its line is kept within the document's.
 func (d *document) errLine() int {
 	if m := yamlLine.FindStringSubmatch(d.err.Error()); m != nil {
-		if n, err := strconv.Atoi(m[1]); err == nil {
-			return n
+		if n, err := strconv.Atoi(m[1]); err == nil && n >= d.line {
+			return min(n, max(d.last, d.line))
 		}
 	}
 	return d.line
@@ -73,8 +75,9 @@ func documents(data []byte) []document {
 			buf, start = nil, line+1
 			if rest := bytes.TrimSpace(sep[3:]); len(rest) > 0 && rest[0] != '#' {
 				// "--- {a: b}": the document starts on the separator's line.
-				buf, start = append(buf, sep[3:]...), line
-				buf = append(buf, '\n')
+				// Keep the line's own ending: a parser names the line
+				// past the input's last if we add one it does not have.
+				buf, start = append(buf, l[3:]...), line
 			}
 		} else {
 			if buf == nil {
@@ -90,7 +93,7 @@ func documents(data []byte) []document {
 
 // yamlDocument converts one YAML document; ok is false for an empty one.
 func yamlDocument(src []byte, first int) (document, bool) {
-	d := document{line: first, lines: map[string]int{}}
+	d := document{line: first, last: first + bytes.Count(src, []byte("\n")), lines: map[string]int{}}
 	var root yamlv3.Node
 	if err := yamlv3.Unmarshal(src, &root); err != nil {
 		d.err = shiftLine(err, first)
