@@ -435,7 +435,10 @@ func TestPackage(t *testing.T) {
 	kubeletPID = unitProp(t, "kubelet.service", "MainPID")
 	j := MarkJournal(t, "kubelet")
 	gj := MarkJournal(t, "cri-guard")
-	l := startLoad(2)
+	// One crictl loop: each call is a new process and connection, enough
+	// to have calls in flight across the handover; a second loop only kept
+	// both vCPUs busy and doubled dpkg's time under TCG.
+	l := startLoad(1)
 	time.Sleep(3 * time.Second)
 	out, err = Run("dpkg", "-i", next)
 	time.Sleep(5 * time.Second)
