@@ -291,9 +291,9 @@ func WriteStaticPod(t *testing.T, pod *corev1.Pod) {
 // sandbox of it. The stopped sandboxes are left to the kubelet's container
 // GC, which removes them on its next round (once a minute), as on any node;
 // waiting for that timer cost 30-60 s per pod. (Removing them here instead,
-// with crictl rmp, made containerd 1.7 queue container events without a
-// sandbox status, which a kubelet with EventedPLEG later turned into
-// ContainerStatus NotFound errors.)
+// with crictl rmp, was tried: two minutes later, in another scenario, the
+// kubelet logged ContainerStatus NotFound for the containers removed so,
+// and failed that scenario's zero-error check.)
 func RemoveStaticPod(t *testing.T, name string) {
 	t.Helper()
 	os.Remove(filepath.Join(ManifestDir, name+".json"))

@@ -437,7 +437,7 @@ func TestPackage(t *testing.T) {
 	gj := MarkJournal(t, "cri-guard")
 	// One crictl loop: each call is a new process and connection, enough
 	// to have calls in flight across the handover; a second loop only kept
-	// both vCPUs busy and doubled dpkg's time under TCG.
+	// both vCPUs busy under TCG and slowed the step (124 s; 83 s with one).
 	l := startLoad(1)
 	time.Sleep(3 * time.Second)
 	out, err = Run("dpkg", "-i", next)
