@@ -233,11 +233,10 @@ const prefaceWhileDraining = 10 * time.Second
 // closes the connection once the other calls in flight are done.
 func (c *conn) drain() {
 	c.mu.Lock()
-	c.draining = true
-	idle := c.active == 0
 	k := c.k
-	c.mu.Unlock()
 	if k == nil {
+		c.draining = true
+		c.mu.Unlock()
 		// Its preface is not read yet: serve answers it with GOAWAY.
 		// Closing it unread instead would fail the client's first write
 		// ("broken pipe") and lose its call. A client that sends nothing
@@ -245,9 +244,18 @@ func (c *conn) drain() {
 		c.nc.SetReadDeadline(time.Now().Add(prefaceWhileDraining))
 		return
 	}
-	c.k.mu.Lock()
-	last := c.k.lastID
-	c.k.mu.Unlock()
+	c.mu.Unlock()
+	// The GOAWAY's last id, the streams counted in active, and the
+	// streams ignored from now on (kubeletHeaders) agree: all are decided
+	// under the side's lock.
+	k.mu.Lock()
+	c.mu.Lock()
+	c.draining = true
+	idle := c.active == 0
+	c.mu.Unlock()
+	last := k.lastID
+	k.away = true
+	k.mu.Unlock()
 	// Not on the caller's goroutine: a kubelet that does not read must not
 	// hold up a shutdown. The GOAWAY is queued before the streams' ends
 	// (control frames are written first), so a client that subscribes
@@ -301,19 +309,32 @@ func (c *conn) kubeletHeaders(f *http2.MetaHeadersFrame, fl *flusher) bool {
 		return id%2 == 1 // a closed stream: ignore; an even id: protocol error
 	}
 	c.k.lastID = id
-	c.k.mu.Unlock()
-	if f.Truncated {
-		c.k.control(fl, func(fr *http2.Framer) error { return fr.WriteRSTStream(id, http2.ErrCodeRefusedStream) })
+	if c.k.away {
+		// Opened after drain's GOAWAY named a lower id: the client, on
+		// reading the GOAWAY, retries it on a new connection (RFC 9113
+		// 6.8). Refusing it with RST_STREAM instead could reach the client
+		// before the GOAWAY, whose retry would then come back here, be
+		// refused again and fail, as a second attempt (seen under load).
+		c.k.mu.Unlock()
 		return true
 	}
-	c.mu.Lock()
-	if c.draining || c.closed {
+	refuse := f.Truncated
+	if !refuse {
+		// Counted under the side's lock, which drain takes to read
+		// lastID and active together: a stream at or below the id its
+		// GOAWAY names is served, and the connection stays open for it.
+		c.mu.Lock()
+		refuse = c.draining || c.closed
+		if !refuse {
+			c.active++
+		}
 		c.mu.Unlock()
+	}
+	c.k.mu.Unlock()
+	if refuse {
 		c.k.control(fl, func(fr *http2.Framer) error { return fr.WriteRSTStream(id, http2.ErrCodeRefusedStream) })
 		return true
 	}
-	c.active++
-	c.mu.Unlock()
 
 	rs := &rstream{c: c, method: f.PseudoValue("path"), start: time.Now()}
 	for _, hf := range f.Fields {

@@ -179,6 +179,7 @@ type side struct {
 	finishing   bool
 	goaway      bool   // the peer sent GOAWAY: no new streams
 	lastID      uint32 // highest stream id the peer opened (kubelet side)
+	away        bool   // we sent GOAWAY naming lastID: newer streams are ignored (kubelet side)
 
 	// The runtime's side: whether a kubelet's PING may be relayed to it
 	// (see relayPing). Set by the two readers without s.mu.
