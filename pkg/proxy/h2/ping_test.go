@@ -124,24 +124,14 @@ func relayWithKubelet(t *testing.T) (s *Server, ul net.Listener, kc net.Conn) {
 	return s, ul, kc
 }
 
-// TestPingsRelayed: once a runtime connection exists, PING frames and their
-// answers cross the relay as they would a byte splice, both ways; before
-// one exists, and once it goes away, the relay answers PINGs itself, and
-// so it does when the runtime could count a kubelet's PING as abuse.
-func TestPingsRelayed(t *testing.T) {
-	_, ul, kc := relayWithKubelet(t)
-	kc.Write([]byte(http2.ClientPreface))
-	kubelet := newRawPeer(t, kc)
-	kubelet.write(func(fr *http2.Framer) error { return fr.WriteSettings() })
-
-	kubelet.ping(false, [8]byte{'e', 'a', 'r', 'l', 'y'})
-	kubelet.wantPing("the kubelet, with no runtime connection,", true, [8]byte{'e', 'a', 'r', 'l', 'y'})
-
-	// One call makes the relay dial the runtime. The server's own gRPC
-	// client connects too; the relay's connection is the one with the call.
+// acceptRuntime answers the relay's connections on ul as a runtime, and
+// sends on the channel the peer of the first one that carries a call to
+// path (the server's own gRPC client connects too). When the test ends,
+// ul and the connections are closed.
+func acceptRuntime(t *testing.T, ul net.Listener, path string) <-chan *rawPeer {
 	relayed := make(chan *rawPeer, 1)
 	accepted := make(chan net.Conn, 16)
-	defer func() {
+	t.Cleanup(func() {
 		ul.Close()
 		for {
 			select {
@@ -151,7 +141,7 @@ func TestPingsRelayed(t *testing.T) {
 				return
 			}
 		}
-	}()
+	})
 	go func() {
 		for {
 			uc, err := ul.Accept()
@@ -167,7 +157,7 @@ func TestPingsRelayed(t *testing.T) {
 			p.write(func(fr *http2.Framer) error { return fr.WriteSettings() })
 			go func() {
 				for f := range p.frames {
-					if f, ok := f.(*http2.MetaHeadersFrame); ok && f.PseudoValue("path") == "/runtime.v1.RuntimeService/Version" {
+					if f, ok := f.(*http2.MetaHeadersFrame); ok && f.PseudoValue("path") == path {
 						relayed <- p
 						return
 					}
@@ -175,6 +165,24 @@ func TestPingsRelayed(t *testing.T) {
 			}()
 		}
 	}()
+	return relayed
+}
+
+// TestPingsRelayed: once a runtime connection exists, PING frames and their
+// answers cross the relay as they would a byte splice, both ways; before
+// one exists, and once it goes away, the relay answers PINGs itself, and
+// so it does when the runtime could count a kubelet's PING as abuse.
+func TestPingsRelayed(t *testing.T) {
+	_, ul, kc := relayWithKubelet(t)
+	kc.Write([]byte(http2.ClientPreface))
+	kubelet := newRawPeer(t, kc)
+	kubelet.write(func(fr *http2.Framer) error { return fr.WriteSettings() })
+
+	kubelet.ping(false, [8]byte{'e', 'a', 'r', 'l', 'y'})
+	kubelet.wantPing("the kubelet, with no runtime connection,", true, [8]byte{'e', 'a', 'r', 'l', 'y'})
+
+	// One call makes the relay dial the runtime.
+	relayed := acceptRuntime(t, ul, "/runtime.v1.RuntimeService/Version")
 	kubelet.headers(1, true, ":method", "POST", ":scheme", "http", ":path", "/runtime.v1.RuntimeService/Version",
 		":authority", "x", "content-type", "application/grpc", "te", "trailers")
 	var runtime *rawPeer

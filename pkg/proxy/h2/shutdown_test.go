@@ -3,7 +3,6 @@ package h2
 import (
 	"context"
 	"fmt"
-	"io"
 	"slices"
 	"testing"
 	"time"
@@ -94,30 +93,7 @@ func TestStreamAfterGoAwayIgnored(t *testing.T) {
 	kubelet := newRawPeer(t, kc)
 	kubelet.write(func(fr *http2.Framer) error { return fr.WriteSettings() })
 
-	relayed := make(chan *rawPeer, 1)
-	go func() {
-		for {
-			uc, err := ul.Accept()
-			if err != nil {
-				return
-			}
-			t.Cleanup(func() { uc.Close() })
-			preface := make([]byte, len(http2.ClientPreface))
-			if _, err := io.ReadFull(uc, preface); err != nil || string(preface) != http2.ClientPreface {
-				continue
-			}
-			p := newRawPeer(t, uc)
-			p.write(func(fr *http2.Framer) error { return fr.WriteSettings() })
-			go func() {
-				for f := range p.frames {
-					if f, ok := f.(*http2.MetaHeadersFrame); ok && f.PseudoValue("path") == "/runtime.v1.RuntimeService/Version" {
-						relayed <- p
-						return
-					}
-				}
-			}()
-		}
-	}()
+	relayed := acceptRuntime(t, ul, "/runtime.v1.RuntimeService/Version")
 	call := []string{":method", "POST", ":scheme", "http", ":path", "/runtime.v1.RuntimeService/Version",
 		":authority", "x", "content-type", "application/grpc", "te", "trailers"}
 	kubelet.headers(1, true, call...)
