@@ -197,8 +197,8 @@ func queuedCopy(fn, callee string) bool {
 	return false
 }
 
-// perCall lists the sites that allocated at least one object a call, most
-// first.
+// perCall lists, by name, the sites that allocated at least one object a
+// call.
 func perCall(sites map[string]int64, calls int) string {
 	var out []string
 	for site, n := range sites {
@@ -226,7 +226,8 @@ func TestRelayAllocationsDoNotGrow(t *testing.T) {
 		}
 		// The queue of a stream, and the list of streams with something
 		// to send, grow once and are reused: the least of five rounds is
-		// the relay's cost a call.
+		// the relay's cost a call, and up to two more objects a call are
+		// not growth.
 		got, sites := relayAllocSites(call, calls, false)
 		for range 4 {
 			if g, s := relayAllocSites(call, calls, false); g < got {
