@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -265,6 +266,13 @@ func relayEvents(t *testing.T, rt *harness.Runtime, g *harness.Guard) {
 		l.log.waitFor(t, l.name, sb, runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT)
 	}
 
+	// Each of the container's four events once, directly. Not in a fixed
+	// order: containerd's exit handler wakes StopContainer (cntr.Stop())
+	// before it sends STOPPED, so under load the test's RemoveContainer
+	// can send DELETED first (seen with two CPU hogs: CREATED STARTED
+	// DELETED STOPPED). The relay's order is checked below, against the
+	// direct stream: containerd's queue hands every subscriber the same
+	// sequence.
 	want := []runtimeapi.ContainerEventType{
 		runtimeapi.ContainerEventType_CONTAINER_CREATED_EVENT,
 		runtimeapi.ContainerEventType_CONTAINER_STARTED_EVENT,
@@ -272,8 +280,13 @@ func relayEvents(t *testing.T, rt *harness.Runtime, g *harness.Guard) {
 		runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT,
 	}
 	d, r := direct.of(id), relayed.of(id)
-	if got := eventTypes(d); fmt.Sprint(got) != fmt.Sprint(want) {
-		t.Errorf("direct events of the container: %v, want %v", got, want)
+	got := eventTypes(d)
+	sorted := slices.Clone(got)
+	slices.Sort(sorted)
+	if fmt.Sprint(sorted) != fmt.Sprint(want) {
+		t.Errorf("direct events of the container: %v, want each of %v once", got, want)
+	} else if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Logf("containerd sent the container's events in the order %v", got)
 	}
 	// And the sandbox's stop and removal (its creation and start came
 	// before the beacon, when a subscription may not have been live yet).
