@@ -39,7 +39,9 @@
 // failed with Unavailable, not retried; the upstream connection is dialled
 // on the kubelet connection's reader, which a runtime with a full accept
 // queue can hold up to 5 s; a stream whose client stops reading holds up to
-// its stream window (512 KiB) in the relay, and beyond 2 MiB queued toward a
-// connection such data also holds the connection window (2 MiB), so about
-// eight such streams on one connection stop its other calls.
+// its stream window (512 KiB) in the relay, so N such streams hold N times
+// that, as the kubelet's own gRPC client would. Queued DATA holds its
+// connection window only while more than 2 MiB is queued toward that
+// connection and at most 1 MiB of it does (half the window): stalled
+// streams never stop the connection's other calls.
 package h2

@@ -14,21 +14,24 @@ import (
 )
 
 // rawPeer is one end of an HTTP/2 connection driven frame by frame. A
-// goroutine reads its frames, acknowledges SETTINGS, and hands on the rest
-// but WINDOW_UPDATE.
+// goroutine reads its frames, acknowledges SETTINGS, adds up WINDOW_UPDATEs
+// (see granted), and hands on the rest.
 type rawPeer struct {
 	t      *testing.T
 	mu     sync.Mutex // writes
 	fr     *http2.Framer
 	frames chan http2.Frame
 	err    error
+
+	wmu     sync.Mutex
+	updates map[uint32]int64 // WINDOW_UPDATE increments by stream (0: the connection)
 }
 
 func newRawPeer(t *testing.T, c net.Conn) *rawPeer {
 	c.SetDeadline(time.Now().Add(time.Minute)) // a hang guard
 	fr := http2.NewFramer(c, c)
 	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-	p := &rawPeer{t: t, fr: fr, frames: make(chan http2.Frame, 16)}
+	p := &rawPeer{t: t, fr: fr, frames: make(chan http2.Frame, 16), updates: map[uint32]int64{}}
 	go func() {
 		defer close(p.frames)
 		for {
@@ -45,12 +48,23 @@ func newRawPeer(t *testing.T, c net.Conn) *rawPeer {
 					p.mu.Unlock()
 				}
 			case *http2.WindowUpdateFrame:
+				p.wmu.Lock()
+				p.updates[f.StreamID] += int64(f.Increment)
+				p.wmu.Unlock()
 			default:
 				p.frames <- f
 			}
 		}
 	}()
 	return p
+}
+
+// granted returns the sum of the WINDOW_UPDATE increments received so far
+// for stream id (0: the connection).
+func (p *rawPeer) granted(id uint32) int64 {
+	p.wmu.Lock()
+	defer p.wmu.Unlock()
+	return p.updates[id]
 }
 
 func (p *rawPeer) write(f func(*http2.Framer) error) {

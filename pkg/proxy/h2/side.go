@@ -30,8 +30,16 @@ const (
 	// connection window back to where it came from at once, so that a few
 	// stalled streams do not stop every other stream of the connection.
 	// Beyond it, queued DATA keeps holding its connection window until it
-	// is written, which bounds what a connection can make the relay hold.
+	// is written, which slows a peer that sends faster than the other
+	// reads, up to maxHeld.
 	queueCredit = 2 << 20
+	// At most this much queued DATA holds its connection window: beyond
+	// it, queued DATA gives its window back at once, whatever is queued.
+	// Data that never leaves (streams whose reader stopped) must not hold
+	// the whole window, or no stream of the connection could receive
+	// again: with half of it held and less than connCreditThreshold owed,
+	// the peer can always send what brings the next WINDOW_UPDATE.
+	maxHeld = ourConnWindow / 2
 	// The largest header list accepted from a peer.
 	ourMaxHeaderList = 1 << 20
 	initialWindow    = 65535
@@ -59,7 +67,8 @@ type item struct {
 	// pool holds data's buffer, returned once the item is written.
 	pool *[]byte
 	// connPaid: the connection window for data was already given back to
-	// src; only the stream window is owed.
+	// src; only the stream window is owed. Otherwise data is counted in
+	// the side's held.
 	connPaid bool
 }
 
@@ -174,6 +183,7 @@ type side struct {
 	connCredit  int64
 	credits     []*ostream
 	queued      int64 // bytes of DATA queued toward this side
+	held        int64 // of those, bytes whose connection window is not given back (at most maxHeld)
 	nextID      uint32
 	closed      bool
 	finishing   bool
@@ -388,6 +398,7 @@ func (s *side) push(fl *flusher, os *ostream, its ...item) bool {
 	s.mu.Lock()
 	if s.closed || os.sentEnd {
 		closed := s.closed
+		s.unholdLocked(its)
 		s.mu.Unlock()
 		for i := range its {
 			its[i].release(nil, len(its[i].data))
@@ -431,7 +442,7 @@ func (s *side) pushData(fl *flusher, os *ostream, p []byte, end bool, src *side,
 	n := int64(len(p))
 	s.mu.Lock()
 	if s.closed || os.sentEnd || s.writing || os.id == 0 || os.head != len(os.items) || n > s.connWin || n > os.win {
-		paid := !s.closed && !os.sentEnd && s.queued < queueCredit
+		paid := !s.closed && !os.sentEnd && (s.queued < queueCredit || s.held+n > maxHeld)
 		if paid && os.head < len(os.items) {
 			// Small payloads queued behind each other (an event stream
 			// whose reader is slower than the runtime) share one buffer.
@@ -447,6 +458,9 @@ func (s *side) pushData(fl *flusher, os *ostream, p []byte, end bool, src *side,
 				}
 				return true
 			}
+		}
+		if !paid {
+			s.held += n // counted before the lock is let go (see maxHeld); push takes it off if it queues nothing
 		}
 		s.mu.Unlock()
 		if paid {
@@ -792,6 +806,17 @@ func (s *side) unqueueLocked(drop []item) {
 			s.queued -= int64(len(drop[i].data))
 		}
 	}
+	s.unholdLocked(drop)
+}
+
+// unholdLocked accounts for items that no longer hold their connection
+// window here: written, dropped, or never queued.
+func (s *side) unholdLocked(its []item) {
+	for i := range its {
+		if its[i].kind == kData && its[i].src != nil && !its[i].connPaid {
+			s.held -= int64(len(its[i].data))
+		}
+	}
 }
 
 // pickLocked takes what can be written now from the ready streams.
@@ -833,6 +858,9 @@ func (s *side) pickLocked(batch []wframe) []wframe {
 					n = os.win
 				}
 				s.queued -= n
+				if !it.connPaid && it.src != nil {
+					s.held -= n
+				}
 				if n < int64(len(it.data)) {
 					part := it
 					part.data = it.data[:n]
