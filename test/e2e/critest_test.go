@@ -68,7 +68,9 @@ func majorMinor(version string) string {
 
 // TestCritestParity runs the CRI validation suite (critest v1.37.0) against
 // a scratch containerd directly, then through cri-guard, and fails if any
-// spec that passes directly fails through the proxy.
+// spec that passes directly fails through the proxy. A spec that fails once
+// on either side is run again alone; one that fails twice through cri-guard
+// is run directly once more, and is lost only if it passes there.
 //
 // It runs only as root with CRI_GUARD_E2E=1. Environment:
 //
@@ -172,7 +174,7 @@ func TestCritestParity(t *testing.T) {
 		t.Logf("no critest baseline for containerd %s: only the parity and at least %d direct passes are checked", rt.Version, critestDefault)
 		base.minPassed = critestDefault
 	}
-	var unexpected []string
+	var unexpected, passedOnRerun []string
 	passed := direct.Count(critest.Passed)
 	for _, name := range direct.Names(critest.Failed) {
 		sp, _ := direct.Lookup(name)
@@ -203,6 +205,7 @@ func TestCritestParity(t *testing.T) {
 			if sp, ok := rerun.Lookup(name); ok && sp.State == critest.Passed {
 				t.Logf("passed directly on re-run: %s", name)
 				passed++
+				passedOnRerun = append(passedOnRerun, name)
 			} else {
 				t.Errorf("fails directly against containerd %s and is not in its baseline (critestBaselines): %s: %s", rt.Version, name, critestFirstLine(sp.Message))
 			}
@@ -237,7 +240,14 @@ func TestCritestParity(t *testing.T) {
 
 	proxied := run("proxied", guard.Endpoint, opts)
 	lost := critest.Compare(direct, proxied)
-	flaky := 0
+	// A spec that failed directly at first and passed on its direct re-run
+	// passes directly too: through cri-guard it must pass, or be re-run.
+	for _, name := range passedOnRerun {
+		if sp, ok := proxied.Lookup(name); !ok || sp.State != critest.Passed {
+			lost = append(lost, name)
+		}
+	}
+	flaky, undecided := 0, 0
 	if len(lost) > 0 {
 		// Timing-sensitive specs can fail once on a loaded machine: re-run
 		// the lost ones through cri-guard, alone, and report those that
@@ -247,6 +257,7 @@ func TestCritestParity(t *testing.T) {
 		o.Parallel = 1
 		o.Focus = []string{critest.FocusRegexp(lost)}
 		rerun := run("proxied-rerun", guard.Endpoint, o)
+		var again []string
 		for _, name := range lost {
 			if sp, ok := rerun.Lookup(name); ok && sp.State == critest.Passed {
 				first, _ := proxied.Lookup(name)
@@ -254,12 +265,30 @@ func TestCritestParity(t *testing.T) {
 				flaky++
 				continue
 			}
-			sp, _ := rerun.Lookup(name)
-			t.Errorf("passes directly but not through cri-guard: %s (%s: %s)", name, sp.State, critestFirstLine(sp.Message))
+			again = append(again, name)
+		}
+		if len(again) > 0 {
+			// Failed twice through cri-guard. Whether it still passes
+			// directly, on this machine now, decides: the same rule as
+			// for the direct run above, the other way round (a spec the
+			// runtime itself fails under load, e.g. containerd 1.6
+			// losing an OOM reason, is not cri-guard's).
+			o.Focus = []string{critest.FocusRegexp(again)}
+			check := run("direct-check", rt.Endpoint, o)
+			for _, name := range again {
+				sp, _ := rerun.Lookup(name)
+				if d, ok := check.Lookup(name); ok && d.State != critest.Passed {
+					t.Logf("fails both ways now (twice through cri-guard, then directly): parity not decided: %s\nthrough cri-guard: %s\ndirectly: %s",
+						name, critestMessage(sp.Message), critestMessage(d.Message))
+					undecided++
+					continue
+				}
+				t.Errorf("passes directly but not through cri-guard (twice; directly again after): %s (%s: %s)", name, sp.State, critestMessage(sp.Message))
+			}
 		}
 	}
-	t.Logf("critest parity: direct %s; through cri-guard %s; %d lost (%d more passed on re-run)",
-		direct.Summary(), proxied.Summary(), len(lost)-flaky, flaky)
+	t.Logf("critest parity: direct %s; through cri-guard %s; %d lost (%d more passed on re-run, %d failed directly too)",
+		direct.Summary(), proxied.Summary(), len(lost)-flaky-undecided, flaky, undecided)
 }
 
 // critestBinary returns the critest binary and the directory holding the
@@ -317,6 +346,16 @@ func critestFirstLine(s string) string {
 	}
 	if len(s) > 200 {
 		s = s[:200] + "..."
+	}
+	return s
+}
+
+// critestMessage is a spec's failure message, whole up to 2000 bytes: the
+// first line of a timeout says only how long it waited.
+func critestMessage(s string) string {
+	s = strings.TrimSpace(s)
+	if len(s) > 2000 {
+		s = s[:2000] + "..."
 	}
 	return s
 }
