@@ -72,6 +72,10 @@ type item struct {
 	connPaid bool
 }
 
+// holdsConn tells whether the item is relayed DATA whose connection window
+// is not given back yet (counted in the side's held).
+func (it *item) holdsConn() bool { return it.kind == kData && it.src != nil && !it.connPaid }
+
 // release gives back to where it came from the windows that a DATA item
 // of n bytes still holds.
 func (it *item) release(fl *flusher, n int) {
@@ -810,10 +814,11 @@ func (s *side) unqueueLocked(drop []item) {
 }
 
 // unholdLocked accounts for items that no longer hold their connection
-// window here: written, dropped, or never queued.
+// window here: dropped, or never queued (pickLocked accounts for what is
+// written).
 func (s *side) unholdLocked(its []item) {
 	for i := range its {
-		if its[i].kind == kData && its[i].src != nil && !its[i].connPaid {
+		if its[i].holdsConn() {
 			s.held -= int64(len(its[i].data))
 		}
 	}
@@ -858,7 +863,7 @@ func (s *side) pickLocked(batch []wframe) []wframe {
 					n = os.win
 				}
 				s.queued -= n
-				if !it.connPaid && it.src != nil {
+				if it.holdsConn() {
 					s.held -= n
 				}
 				if n < int64(len(it.data)) {
