@@ -22,10 +22,14 @@ import (
 // pass for the comparison to mean anything, and the specs that fail even
 // directly, with why. A direct failure outside the list fails the test
 // (after a re-run): the runtime or the harness changed, and the README's
-// support matrix with it.
+// support matrix with it. underLoad lists the specs the runtime itself
+// fails at times on a loaded machine (a named runtime bug): one that fails
+// directly twice is logged, not failed; when it passes directly, it is
+// compared through cri-guard like any other spec.
 type critestBaseline struct {
 	minPassed int
 	failing   map[string]string
+	underLoad map[string]string
 }
 
 const (
@@ -36,6 +40,8 @@ const (
 	whyDigest      = "a digest-pinned pull of an upstream manifest; it cannot be reproduced offline"
 	whyMasked      = "the stand-in image's /bin/ls is a busybox symlink, and busybox-static runs applets without exec"
 	whyNotFound16  = "containerd 1.6 returns NotFound (fixed in 1.7)"
+	specOOMKilled  = "[k8s.io] Container OOM runtime should output OOMKilled reason should terminate with exitCode 137 and reason OOMKilled"
+	whyOOMKilled16 = "containerd 1.6 can lose an OOM kill's event when the shim reports the exit first (containerd#8893); under two CPU hogs the spec timed out directly, twice, in one make test of four"
 	critestDefault = 70 // minimum direct passes for a containerd without a baseline
 )
 
@@ -44,6 +50,8 @@ var critestBaselines = map[string]critestBaseline{
 	"1.6": {minPassed: 80, failing: map[string]string{
 		specDigest: whyDigest, specMasked: whyMasked,
 		specStopPodNF: whyNotFound16, specStopCtrNF: whyNotFound16,
+	}, underLoad: map[string]string{
+		specOOMKilled: whyOOMKilled16,
 	}},
 	"2.4": {minPassed: 95, failing: map[string]string{
 		specDigest: whyDigest, specMasked: whyMasked,
@@ -206,6 +214,8 @@ func TestCritestParity(t *testing.T) {
 				t.Logf("passed directly on re-run: %s", name)
 				passed++
 				passedOnRerun = append(passedOnRerun, name)
+			} else if why, ok := base.underLoad[name]; ok {
+				t.Logf("fails directly again, as containerd %s does at times under load (%s): not compared: %s: %s", majorMinor(rt.Version), why, name, critestMessage(sp.Message))
 			} else {
 				t.Errorf("fails directly against containerd %s and is not in its baseline (critestBaselines): %s: %s", rt.Version, name, critestFirstLine(sp.Message))
 			}
