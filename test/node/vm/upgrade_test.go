@@ -92,18 +92,22 @@ func TestReloadAndUpgradeUnderKubelet(t *testing.T) {
 	if newPID == pid || newPID == "0" {
 		t.Errorf("main PID %s after the upgrade, was %s: systemd did not follow the handover", newPID, pid)
 	}
+	oldGone := func() (bool, string) {
+		b, err := os.ReadFile("/proc/" + pid + "/stat")
+		return err != nil || strings.Contains(string(b), ") Z "), string(b)
+	}
 	defer func() {
 		// An old process that does not exit: its goroutines say why
 		// (Go prints them on SIGQUIT, to the journal).
-		if n, err := strconv.Atoi(pid); t.Failed() && err == nil && syscall.Kill(n, syscall.SIGQUIT) == nil {
+		if gone, _ := oldGone(); gone || !t.Failed() {
+			return
+		}
+		if n, err := strconv.Atoi(pid); err == nil && syscall.Kill(n, syscall.SIGQUIT) == nil {
 			time.Sleep(2 * time.Second)
 			t.Logf("old process %s after SIGQUIT:\n%s", pid, guardLog.Text(t))
 		}
 	}()
-	Poll(t, "the old process gone", HangGuard, func() (bool, string) {
-		b, err := os.ReadFile("/proc/" + pid + "/stat")
-		return err != nil || strings.Contains(string(b), ") Z "), string(b)
-	})
+	Poll(t, "the old process gone", HangGuard, oldGone)
 	active := strings.TrimSpace(Systemctl(t, "show", "-p", "ActiveState", "--value", "cri-guard.service"))
 	if active != "active" {
 		t.Errorf("cri-guard.service is %s after the upgrade", active)
