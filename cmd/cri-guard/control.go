@@ -87,7 +87,18 @@ func send(c *net.UnixConn, v any, files ...*os.File) error {
 	if len(files) > 0 {
 		fds := make([]int, len(files))
 		for i, f := range files {
-			fds[i] = int(f.Fd())
+			// Not f.Fd(): on a duplicate made by net.Listener.File it
+			// puts the descriptor in blocking mode, and with it the
+			// listener this process still accepts on (they share the
+			// open file description); closing that listener would then
+			// wait for the next connection.
+			rc, err := f.SyscallConn()
+			if err != nil {
+				return err
+			}
+			if err := rc.Control(func(fd uintptr) { fds[i] = int(fd) }); err != nil {
+				return err
+			}
 		}
 		oob = syscall.UnixRights(fds...)
 	}
