@@ -114,7 +114,14 @@ spec:
 			// Found by FuzzCheck: yaml.v3 counts "\r" as a line break, and
 			// named line 2 of what is one line to everyone else.
 			in:   "\"00\r",
-			want: []string{"f.yaml:1: yaml: line 2: found unexpected end of stream"},
+			want: []string{"f.yaml:1: yaml: line 1: found unexpected end of stream"},
+		},
+		"a lone carriage return above the finding": {
+			// Found by FuzzCheck (a busy make test run): the finding named
+			// line 5, the parser's count, of a 4-line input.
+			in:   "apiVersion: v1\nkind: Pod\nmetadata: {name: p,\r namespace: d}\nspec: {containers: [{name: c, resources: {limits: {memory: \"2\"}}}]}",
+			want: []string{"f.yaml:4: pod d/p: memory limit 2 bytes is below the 12Mi minimum needed to start the pod sandbox",
+				"f.yaml:4: pod d/p, container c: memory limit 2 bytes is below the 12Mi minimum needed to start a container"},
 		},
 		"empty documents": {
 			in: "---\n# nothing\n---\n",

@@ -40,9 +40,9 @@ func (d *document) lineOf(path string) int {
 
 var yamlLine = regexp.MustCompile(`line (\d+)`)
 
-// errLine is the line that the document's parse error names, else the
-// document's first. The parser counts a lone "\r" as a line break and we do
-// not, so its line is kept within the document's.
+// errLine is the line that the document's parse error names (shiftLine
+// made it the input's), else the document's first; never past the
+// document's last.
 func (d *document) errLine() int {
 	if m := yamlLine.FindStringSubmatch(d.err.Error()); m != nil {
 		if n, err := strconv.Atoi(m[1]); err == nil && n >= d.line {
@@ -94,32 +94,59 @@ func documents(data []byte) []document {
 // yamlDocument converts one YAML document; ok is false for an empty one.
 func yamlDocument(src []byte, first int) (document, bool) {
 	d := document{line: first, last: first + bytes.Count(src, []byte("\n")), lines: map[string]int{}}
+	at := parserLines(src, first)
 	var root yamlv3.Node
 	if err := yamlv3.Unmarshal(src, &root); err != nil {
-		d.err = shiftLine(err, first)
+		d.err = shiftLine(err, at)
 		return d, true
 	}
 	if len(root.Content) == 0 || root.Content[0].Tag == "!!null" {
 		return d, false
 	}
-	record(root.Content[0], "", first-1, d.lines)
-	d.line = root.Content[0].Line + first - 1
+	record(root.Content[0], "", at, d.lines)
+	d.line = at(root.Content[0].Line)
 	j, err := yaml.YAMLToJSON(src)
 	if err != nil {
-		d.err = shiftLine(err, first)
+		d.err = shiftLine(err, at)
 		return d, true
 	}
 	d.json = j
 	return d, true
 }
 
-// shiftLine makes a parser's "line N" count from the input's start.
-func shiftLine(err error, first int) error {
+// shiftLine makes a parser's "line N" the input's line (at).
+func shiftLine(err error, at func(int) int) error {
 	msg := yamlLine.ReplaceAllStringFunc(err.Error(), func(m string) string {
 		n, _ := strconv.Atoi(m[len("line "):])
-		return "line " + strconv.Itoa(n+first-1)
+		return "line " + strconv.Itoa(at(n))
 	})
 	return fmt.Errorf("%s", msg)
+}
+
+// parserLines maps the YAML parser's line numbers in src, which start at 1,
+// to the input's, where src starts on line first. The parser also ends a
+// line at a lone "\r", NEL, LS and PS; everyone else (editors, grep, this
+// package's findings) counts "\n" only. A line past src's end is its last.
+func parserLines(src []byte, first int) func(int) int {
+	m := []int{first} // m[n-1]: the input's line of the parser's line n
+	line := first
+	for i := 0; i < len(src); i++ {
+		switch {
+		case src[i] == '\n':
+			line++
+		case src[i] == '\r' && i+1 < len(src) && src[i+1] == '\n':
+			line++
+			i++
+		case src[i] == '\r', bytes.HasPrefix(src[i:], []byte("\u0085")),
+			bytes.HasPrefix(src[i:], []byte("\u2028")), bytes.HasPrefix(src[i:], []byte("\u2029")):
+		default:
+			continue
+		}
+		m = append(m, line)
+	}
+	return func(n int) int {
+		return m[min(max(n, 1), len(m))-1]
+	}
 }
 
 // jsonDocuments reads a stream of JSON values.
@@ -143,14 +170,14 @@ func jsonDocuments(data []byte) []document {
 		d := document{line: first, json: raw, lines: map[string]int{}}
 		var root yamlv3.Node
 		if yamlv3.Unmarshal(raw, &root) == nil && len(root.Content) > 0 {
-			record(root.Content[0], "", first-1, d.lines)
+			record(root.Content[0], "", parserLines(raw, first), d.lines)
 		}
 		docs = append(docs, d)
 	}
 }
 
 // record notes the line of every field under n.
-func record(n *yamlv3.Node, path string, shift int, lines map[string]int) {
+func record(n *yamlv3.Node, path string, at func(int) int, lines map[string]int) {
 	switch n.Kind {
 	case yamlv3.MappingNode:
 		for i := 0; i+1 < len(n.Content); i += 2 {
@@ -159,14 +186,14 @@ func record(n *yamlv3.Node, path string, shift int, lines map[string]int) {
 			if path != "" {
 				p = path + "." + k.Value
 			}
-			lines[p] = k.Line + shift
-			record(v, p, shift, lines)
+			lines[p] = at(k.Line)
+			record(v, p, at, lines)
 		}
 	case yamlv3.SequenceNode:
 		for i, v := range n.Content {
 			p := path + "[" + strconv.Itoa(i) + "]"
-			lines[p] = v.Line + shift
-			record(v, p, shift, lines)
+			lines[p] = at(v.Line)
+			record(v, p, at, lines)
 		}
 	}
 	// An alias is not followed: its fields are at its anchor, and an alias
