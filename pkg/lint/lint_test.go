@@ -119,7 +119,7 @@ spec:
 		"a lone carriage return above the finding": {
 			// Found by FuzzCheck (a busy make test run): the finding named
 			// line 5, the parser's count, of a 4-line input.
-			in:   "apiVersion: v1\nkind: Pod\nmetadata: {name: p,\r namespace: d}\nspec: {containers: [{name: c, resources: {limits: {memory: \"2\"}}}]}",
+			in: "apiVersion: v1\nkind: Pod\nmetadata: {name: p,\r namespace: d}\nspec: {containers: [{name: c, resources: {limits: {memory: \"2\"}}}]}",
 			want: []string{"f.yaml:4: pod d/p: memory limit 2 bytes is below the 12Mi minimum needed to start the pod sandbox",
 				"f.yaml:4: pod d/p, container c: memory limit 2 bytes is below the 12Mi minimum needed to start a container"},
 		},
