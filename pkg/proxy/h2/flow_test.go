@@ -29,10 +29,7 @@ func TestStalledStreamsLeaveConnectionWindow(t *testing.T) {
 	)
 	_, ul, kc := relayWithKubelet(t)
 	kc.Write([]byte(http2.ClientPreface))
-	kubelet := newRawPeer(t, kc)
-	kubelet.write(func(fr *http2.Framer) error {
-		return fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
-	})
+	kubelet := newRawPeer(t, kc, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
 	kubelet.write(func(fr *http2.Framer) error { return fr.WriteWindowUpdate(0, 1<<30) })
 
 	relayed := acceptRuntime(t, ul, "/runtime.v1.RuntimeService/ListContainers")

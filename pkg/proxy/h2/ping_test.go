@@ -27,11 +27,17 @@ type rawPeer struct {
 	updates map[uint32]int64 // WINDOW_UPDATE increments by stream (0: the connection)
 }
 
-func newRawPeer(t *testing.T, c net.Conn) *rawPeer {
+// newRawPeer writes the peer's SETTINGS on c, with settings, then reads
+// c. The SETTINGS go first, before the reader could acknowledge the other
+// side's: a client whose first frame is an ACK is refused.
+func newRawPeer(t *testing.T, c net.Conn, settings ...http2.Setting) *rawPeer {
 	c.SetDeadline(time.Now().Add(time.Minute)) // a hang guard
 	fr := http2.NewFramer(c, c)
 	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	p := &rawPeer{t: t, fr: fr, frames: make(chan http2.Frame, 16), updates: map[uint32]int64{}}
+	if err := fr.WriteSettings(settings...); err != nil {
+		t.Error(err)
+	}
 	go func() {
 		defer close(p.frames)
 		for {
@@ -168,7 +174,6 @@ func acceptRuntime(t *testing.T, ul net.Listener, path string) <-chan *rawPeer {
 				continue // the call then does not reach the runtime
 			}
 			p := newRawPeer(t, uc)
-			p.write(func(fr *http2.Framer) error { return fr.WriteSettings() })
 			go func() {
 				for f := range p.frames {
 					if f, ok := f.(*http2.MetaHeadersFrame); ok && f.PseudoValue("path") == path {
@@ -190,7 +195,6 @@ func TestPingsRelayed(t *testing.T) {
 	_, ul, kc := relayWithKubelet(t)
 	kc.Write([]byte(http2.ClientPreface))
 	kubelet := newRawPeer(t, kc)
-	kubelet.write(func(fr *http2.Framer) error { return fr.WriteSettings() })
 
 	kubelet.ping(false, [8]byte{'e', 'a', 'r', 'l', 'y'})
 	kubelet.wantPing("the kubelet, with no runtime connection,", true, [8]byte{'e', 'a', 'r', 'l', 'y'})

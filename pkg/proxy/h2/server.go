@@ -47,8 +47,9 @@ type Server struct {
 	mu        sync.Mutex
 	closed    bool
 	listeners map[net.Listener]bool
+	serving   int // Serve calls that have not returned
 	conns     map[*conn]bool
-	idle      chan struct{} // closed when conns empties during Shutdown
+	idle      chan struct{} // closed during Shutdown when conns is empty and serving 0
 }
 
 // New returns a Server that forwards to upstream, a target such as
@@ -140,7 +141,16 @@ func (s *Server) Serve(l net.Listener) error {
 		return ErrServerClosed
 	}
 	s.listeners[l] = true
+	// Until Serve returns, a connection it accepted as Shutdown began may
+	// still be on its way into conns: Shutdown waits for it too.
+	s.serving++
 	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.serving--
+		s.idleLocked()
+		s.mu.Unlock()
+	}()
 	s.gconn.Connect()
 	var delay time.Duration
 	for {
@@ -191,11 +201,17 @@ func (s *Server) isClosed() bool {
 func (s *Server) forget(c *conn) {
 	s.mu.Lock()
 	delete(s.conns, c)
-	if len(s.conns) == 0 && s.idle != nil {
+	s.idleLocked()
+	s.mu.Unlock()
+}
+
+// idleLocked tells a Shutdown that waits when no connection is left and no
+// Serve can add one.
+func (s *Server) idleLocked() {
+	if len(s.conns) == 0 && s.serving == 0 && s.idle != nil {
 		close(s.idle)
 		s.idle = nil
 	}
-	s.mu.Unlock()
 }
 
 // stop closes the listeners and returns the open connections.
@@ -225,11 +241,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	conns, _ := s.stop()
 	s.mu.Lock()
 	idle := make(chan struct{})
-	if len(s.conns) == 0 {
-		close(idle)
-	} else {
-		s.idle = idle
-	}
+	s.idle = idle
+	s.idleLocked()
 	s.mu.Unlock()
 	for _, c := range conns {
 		c.drain()
