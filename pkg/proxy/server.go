@@ -28,10 +28,12 @@ type Server struct {
 	conn     *grpc.ClientConn
 	dialErr  h2.LastError // the last failed attempt to reach the runtime
 
-	mu       sync.Mutex
-	closed   bool
-	stopping bool                              // Shutdown has begun
-	streams  map[*context.CancelCauseFunc]bool // streaming calls in flight
+	mu        sync.Mutex
+	closed    bool
+	stopping  bool                              // Shutdown has begun
+	streams   map[*context.CancelCauseFunc]bool // streaming calls in flight
+	late      sync.WaitGroup                    // connections in lateConns
+	lateConns map[net.Conn]bool                 // accepted as Shutdown began (see lateConn)
 }
 
 // New returns a Server that forwards to upstream, a gRPC target such as
@@ -132,7 +134,7 @@ func (s *Server) Serve(l net.Listener) error {
 	}
 	// Start connecting now, so that the first call need not wait.
 	s.conn.Connect()
-	err := s.grpc.Serve(l)
+	err := s.grpc.Serve(&lateListener{Listener: l, s: s})
 	if errors.Is(err, grpc.ErrServerStopped) || s.isClosed() {
 		return ErrServerClosed
 	}
@@ -179,6 +181,21 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.grpc.Stop()
 		<-done
 		err = ctx.Err()
+	}
+	// Connections accepted as the stop began, answered by GoAwayUnread:
+	// each ends when its client closes it, or at ctx's end.
+	late := make(chan struct{})
+	go func() { s.late.Wait(); close(late) }()
+	select {
+	case <-late:
+	case <-ctx.Done():
+		err = ctx.Err()
+		s.mu.Lock()
+		for nc := range s.lateConns {
+			nc.Close()
+		}
+		s.mu.Unlock()
+		<-late
 	}
 	return errors.Join(err, s.conn.Close())
 }

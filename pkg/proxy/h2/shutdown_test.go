@@ -2,12 +2,8 @@ package h2
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"net"
-	"path/filepath"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
@@ -149,106 +145,6 @@ func TestStreamAfterGoAwayIgnored(t *testing.T) {
 	if want := []string{"PING ack=true", "HEADERS 1", "HEADERS 1"}; !slices.Equal(got, want) {
 		t.Errorf("after the GOAWAY the kubelet got %q, want %q (the call in flight answered; the one opened after the GOAWAY ignored)", got, want)
 	}
-	if err := <-shut; err != nil {
-		t.Errorf("Shutdown: %v", err)
-	}
-}
-
-// lateListener hands out its one connection only once it is closed: what
-// Accept returns when a connection was taken from the socket's queue just
-// as Shutdown began.
-type lateListener struct {
-	net.Listener
-	late   net.Conn
-	closed chan struct{}
-	once   sync.Once
-}
-
-func (l *lateListener) Accept() (net.Conn, error) {
-	<-l.closed
-	if c := l.late; c != nil {
-		l.late = nil
-		return c, nil
-	}
-	return nil, net.ErrClosed
-}
-
-func (l *lateListener) Close() error {
-	l.once.Do(func() { close(l.closed) })
-	return l.Listener.Close()
-}
-
-// TestAcceptedAfterShutdownBegan: a connection that Accept returns after
-// Shutdown began was taken from the socket's queue, so no successor can
-// have it: it is answered with the server's SETTINGS and a GOAWAY naming
-// no stream (its client sends its call on a new connection, to the
-// successor), not dropped unread, and Shutdown waits for its client to
-// close it.
-func TestAcceptedAfterShutdownBegan(t *testing.T) {
-	dir := t.TempDir()
-	s, err := New("unix://"+filepath.Join(dir, "runtime.sock"), Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	inner, err := net.Listen("unix", filepath.Join(dir, "guard.sock"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	kc, err := net.Dial("unix", inner.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { kc.Close() })
-	sc, err := inner.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	l := &lateListener{Listener: inner, late: sc, closed: make(chan struct{})}
-	served := make(chan error, 1)
-	go func() { served <- s.Serve(l) }()
-	// Serve has registered l once Shutdown can close it (hang guard only).
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		s.mu.Lock()
-		n := len(s.listeners)
-		s.mu.Unlock()
-		if n == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("Serve did not start")
-		}
-		time.Sleep(time.Millisecond)
-	}
-	shut := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		shut <- s.Shutdown(ctx)
-	}()
-	if err := <-served; !errors.Is(err, ErrServerClosed) {
-		t.Fatalf("Serve returned %v, want ErrServerClosed", err)
-	}
-
-	if _, err := kc.Write([]byte(http2.ClientPreface)); err != nil {
-		t.Fatalf("writing the client preface: %v (the connection was closed unread)", err)
-	}
-	kubelet := newRawPeer(t, kc)
-	f, ok := <-kubelet.frames
-	if !ok {
-		t.Fatalf("no frame from the server, then %v: want GOAWAY", kubelet.err)
-	}
-	ga, isGA := f.(*http2.GoAwayFrame)
-	if !isGA || ga.LastStreamID != 0 || ga.ErrCode != http2.ErrCodeNo {
-		t.Fatalf("got %v, want GOAWAY last stream 0, NO_ERROR", f)
-	}
-	select {
-	case err := <-shut:
-		t.Fatalf("Shutdown returned (%v) while the connection's client was still there", err)
-	default:
-	}
-	kc.Close()
 	if err := <-shut; err != nil {
 		t.Errorf("Shutdown: %v", err)
 	}
