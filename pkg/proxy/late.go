@@ -1,7 +1,9 @@
 package proxy
 
 import (
+	"bytes"
 	"net"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -25,15 +27,29 @@ func (l *lateListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &lateConn{Conn: nc, s: l.s}, nil
+	c := &lateConn{Conn: nc, s: l.s, away: make(chan struct{})}
+	l.s.mu.Lock()
+	if l.s.live == nil {
+		l.s.live = map[*lateConn]bool{}
+	}
+	l.s.live[c] = true
+	l.s.mu.Unlock()
+	return c, nil
 }
 
 // lateConn notes whether gRPC used the connection: grpc.Server sets a
-// deadline before its handshake, after its check for a stop.
+// deadline before its handshake, after its check for a stop. Once the
+// server stops it also watches what gRPC writes for the GOAWAY that
+// GracefulStop sends (see Server.goAwaysSent).
 type lateConn struct {
 	net.Conn
 	s    *Server
 	used atomic.Bool
+
+	mu     sync.Mutex
+	tail   []byte        // the end of the last write, for a frame header split across two
+	away   chan struct{} // closed once a GOAWAY was written or the connection closed
+	isAway bool
 }
 
 func (c *lateConn) Read(p []byte) (int, error) {
@@ -41,9 +57,43 @@ func (c *lateConn) Read(p []byte) (int, error) {
 	return c.Conn.Read(p)
 }
 
+// goAwayHeadsUp is the first GOAWAY that GracefulStop has written, after
+// its length: type 7, no flags, stream 0, last stream 2^31-1, NO_ERROR
+// (grpc-go's outgoingGoAwayHandler, headsUp), then its debug data.
+var goAwayHeadsUp = []byte{7, 0, 0, 0, 0, 0, 0x7f, 0xff, 0xff, 0xff, 0, 0, 0, 0}
+
 func (c *lateConn) Write(p []byte) (int, error) {
 	c.used.Store(true)
-	return c.Conn.Write(p)
+	n, err := c.Conn.Write(p)
+	if c.s.draining.Load() {
+		c.mu.Lock()
+		if !c.isAway {
+			// The same bytes inside a message would only end the
+			// streams a moment early, as before the wait existed.
+			b := append(c.tail, p[:n]...)
+			if bytes.Contains(b, goAwayHeadsUp) {
+				c.isAway = true
+				close(c.away)
+			} else {
+				c.tail = append(c.tail[:0], b[max(0, len(b)-len(goAwayHeadsUp)+1):]...)
+			}
+		}
+		c.mu.Unlock()
+	}
+	return n, err
+}
+
+// gone marks c as needing no GOAWAY any more.
+func (c *lateConn) gone() {
+	c.mu.Lock()
+	if !c.isAway {
+		c.isAway = true
+		close(c.away)
+	}
+	c.mu.Unlock()
+	c.s.mu.Lock()
+	delete(c.s.live, c)
+	c.s.mu.Unlock()
 }
 
 func (c *lateConn) SetDeadline(t time.Time) error {
@@ -66,10 +116,39 @@ func (c *lateConn) SetWriteDeadline(t time.Time) error {
 const lateWait = 10 * time.Second
 
 func (c *lateConn) Close() error {
+	c.gone()
 	if c.used.Load() || !c.s.goAwayLate(c.Conn) {
 		return c.Conn.Close()
 	}
 	return nil
+}
+
+// goAwayWait bounds how long Shutdown waits for the GOAWAYs before it ends
+// the streaming calls anyway (a client that does not read can hold up its
+// connection's writes).
+const goAwayWait = time.Second
+
+// goAwaysSent waits until every connection open when called has written
+// GracefulStop's GOAWAY, or closed, or until goAwayWait. Call it with
+// draining set, once GracefulStop runs. A client told so before its stream
+// ends subscribes again on a new connection, to the successor; otherwise
+// it could subscribe again on this one, and be ended again.
+func (s *Server) goAwaysSent() {
+	s.mu.Lock()
+	var aways []chan struct{}
+	for c := range s.live {
+		aways = append(aways, c.away)
+	}
+	s.mu.Unlock()
+	t := time.NewTimer(goAwayWait)
+	defer t.Stop()
+	for _, a := range aways {
+		select {
+		case <-a:
+		case <-t.C:
+			return
+		}
+	}
 }
 
 // goAwayLate answers nc with h2.GoAwayUnread if the server is stopping

@@ -168,6 +168,7 @@ type env struct {
 	client  *grpc.ClientConn
 	upLis   *bufconn.Listener
 	upSrv   *grpc.Server
+	lis     *bufconn.Listener // the proxy's
 	cleanup []func()
 }
 
@@ -188,6 +189,7 @@ func newEnv(t *testing.T, opts ...Option) *env {
 	}
 	e.proxy = p
 	pLis := bufconn.Listen(1 << 20)
+	e.lis = pLis
 	go p.Serve(pLis)
 	e.client, err = grpc.NewClient("passthrough:///cri-guard",
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return pLis.DialContext(ctx) }),

@@ -9,6 +9,7 @@ import (
 	"net"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -34,6 +35,8 @@ type Server struct {
 	streams   map[*context.CancelCauseFunc]bool // streaming calls in flight
 	late      sync.WaitGroup                    // connections in lateConns
 	lateConns map[net.Conn]bool                 // accepted as Shutdown began (see lateConn)
+	live      map[*lateConn]bool                // accepted and not closed
+	draining  atomic.Bool                       // Shutdown began: lateConns watch for GOAWAY
 }
 
 // New returns a Server that forwards to upstream, a gRPC target such as
@@ -163,11 +166,16 @@ func (s *Server) markClosed() bool {
 // returned: ctx is a safety net, not the expected way out.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.markClosed()
+	s.draining.Store(true)
 	done := make(chan struct{})
 	go func() {
 		s.grpc.GracefulStop()
 		close(done)
 	}()
+	// The GOAWAYs first, then the streams' ends (as the frames core
+	// orders them): a client that subscribes again on seeing its stream
+	// end then does so on a new connection.
+	s.goAwaysSent()
 	s.mu.Lock()
 	s.stopping = true
 	for cancel := range s.streams {
