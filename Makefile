@@ -210,7 +210,7 @@ fuzz: ## run each fuzzer for its count of inputs (FUZZ_EXECS, about 5 s each), o
 .PHONY: restart-figures
 restart-figures: build ## restart the daemon four ways under a 50 calls/s client with an event stream and a slow call; print failed calls, longest call, stream end and re-subscribe times
 	CRI_GUARD_BIN=$(CURDIR)/$(BIN)/cri-guard CRI_GUARD_RESTART_FIGURES=1 $(GO) test -count=1 -timeout 10m -v -run '^TestRestartUnderLoad$$' ./cmd/cri-guard/ > $(BIN)/restart.log 2>&1 || { cat $(BIN)/restart.log; exit 1; }
-	@grep -A5 '^restart figures' $(BIN)/restart.log
+	@grep -A9 '^restart figures' $(BIN)/restart.log
 
 BENCHTIME ?= 1s
 # Interleaved rounds per cell (at most: cells with slow calls get fewer, see

@@ -248,8 +248,9 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// TestRestartUnderLoad restarts the daemon in four ways under a 50 calls/s
-// client with an open event stream and a 3 s StopContainer in flight. With
+// TestRestartUnderLoad restarts the daemon in four ways, with each
+// forwarding core, under a 50 calls/s client with an open event stream and
+// a 3 s StopContainer in flight. With
 // socket activation (systemd's way), a handover (a second `serve`) and an
 // upgrade through `cri-guard reload` (the unit's ExecReload after the binary
 // was replaced) no call may fail; a bare stop and start has a gap of one
@@ -268,6 +269,7 @@ func TestRestartUnderLoad(t *testing.T) {
 	var (
 		mu  sync.Mutex
 		all []figures
+		fw  []string // the forwarding core's flag, for every daemon
 	)
 	cases := []struct {
 		name     string
@@ -281,7 +283,7 @@ func TestRestartUnderLoad(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { l.Close() })
-			args := []string{"serve", "--listen", "unix://" + filepath.Join(dir, "g.sock"), "--upstream", up}
+			args := append([]string{"serve", "--listen", "unix://" + filepath.Join(dir, "g.sock"), "--upstream", up}, fw...)
 			old := activate(t, bin, l, args...)
 			return "unix://" + path, func(t *testing.T) time.Time {
 				// systemctl restart: SIGTERM, wait for the exit, start again.
@@ -297,7 +299,7 @@ func TestRestartUnderLoad(t *testing.T) {
 		}},
 		{"handover", true, func(t *testing.T, dir, up string) (string, restart) {
 			sock := "unix://" + filepath.Join(dir, "g.sock")
-			args := []string{"serve", "--listen", sock, "--upstream", up, "--metrics-listen", freePort(t)}
+			args := append([]string{"serve", "--listen", sock, "--upstream", up, "--metrics-listen", freePort(t)}, fw...)
 			old := start(t, exec.Command(bin, args...))
 			return sock, func(t *testing.T) time.Time {
 				at := time.Now()
@@ -328,7 +330,7 @@ func TestRestartUnderLoad(t *testing.T) {
 				}
 				logf.Close()
 			})
-			cmd := exec.Command(exe, "serve", "--listen", sock, "--upstream", up)
+			cmd := exec.Command(exe, append([]string{"serve", "--listen", sock, "--upstream", up}, fw...)...)
 			cmd.Stdout, cmd.Stderr = logf, logf
 			old := start(t, cmd)
 			return sock, func(t *testing.T) time.Time {
@@ -337,7 +339,7 @@ func TestRestartUnderLoad(t *testing.T) {
 					t.Fatal(err)
 				}
 				at := time.Now()
-				out, err := exec.Command(exe, "reload", "--listen", sock, "--upstream", up).CombinedOutput()
+				out, err := exec.Command(exe, append([]string{"reload", "--listen", sock, "--upstream", up}, fw...)...).CombinedOutput()
 				var pid int
 				if _, serr := fmt.Sscanf(string(out), "upgraded: pid %d", &pid); err != nil || serr != nil {
 					t.Errorf("cri-guard reload after replacing the binary: %v\n%s", err, out)
@@ -353,7 +355,7 @@ func TestRestartUnderLoad(t *testing.T) {
 		}},
 		{"bare-stop-start", false, func(t *testing.T, dir, up string) (string, restart) {
 			sock := "unix://" + filepath.Join(dir, "g.sock")
-			args := []string{"serve", "--listen", sock, "--upstream", up}
+			args := append([]string{"serve", "--listen", sock, "--upstream", up}, fw...)
 			old := start(t, exec.Command(bin, args...))
 			return sock, func(t *testing.T) time.Time {
 				// kill, then start at once: the old one still drains.
@@ -366,68 +368,71 @@ func TestRestartUnderLoad(t *testing.T) {
 			}
 		}},
 	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			dir := shortDir(t)
-			up, stops := eventRuntimeAt(t, dir)
-			endpoint, restart := tc.setup(t, dir, up)
-			if _, err := version(endpoint, time.Minute); err != nil {
-				t.Fatalf("the first daemon does not answer: %v", err)
-			}
-			ld := newLoad(t, endpoint)
-			ld.run()
-			waitFor(t, "the event stream", func() bool { return ld.subscriptions() == 1 })
-			slowDone := slowCall(ld.c, slow)
-			// In flight at the restart: it reached the runtime (a hang
-			// guard only; a sleep would not be sure of it on a busy
-			// machine, and the call would then test nothing).
-			select {
-			case <-stops:
-			case <-time.After(time.Minute):
-				t.Fatal("the slow StopContainer never reached the runtime")
-			}
-			trigger := restart(t)
-			waitFor(t, "the stream subscribed again", func() bool { return ld.subscriptions() >= 2 })
-			time.Sleep(500 * time.Millisecond) // calls answered by the new process
-			select {
-			case err := <-slowDone:
-				if err != nil {
-					t.Errorf("the %v StopContainer in flight at the restart: %v", slow, err)
+	for _, core := range []string{"frames", "grpc"} {
+		fw = []string{"--forwarding", core}
+		for _, tc := range cases {
+			t.Run(core+"/"+tc.name, func(t *testing.T) {
+				dir := shortDir(t)
+				up, stops := eventRuntimeAt(t, dir)
+				endpoint, restart := tc.setup(t, dir, up)
+				if _, err := version(endpoint, time.Minute); err != nil {
+					t.Fatalf("the first daemon does not answer: %v", err)
 				}
-			case <-time.After(2 * time.Minute):
-				t.Fatal("the slow call never ended")
-			}
-			ld.halt()
+				ld := newLoad(t, endpoint)
+				ld.run()
+				waitFor(t, "the event stream", func() bool { return ld.subscriptions() == 1 })
+				slowDone := slowCall(ld.c, slow)
+				// In flight at the restart: it reached the runtime (a hang
+				// guard only; a sleep would not be sure of it on a busy
+				// machine, and the call would then test nothing).
+				select {
+				case <-stops:
+				case <-time.After(time.Minute):
+					t.Fatal("the slow StopContainer never reached the runtime")
+				}
+				trigger := restart(t)
+				waitFor(t, "the stream subscribed again", func() bool { return ld.subscriptions() >= 2 })
+				time.Sleep(500 * time.Millisecond) // calls answered by the new process
+				select {
+				case err := <-slowDone:
+					if err != nil {
+						t.Errorf("the %v StopContainer in flight at the restart: %v", slow, err)
+					}
+				case <-time.After(2 * time.Minute):
+					t.Fatal("the slow call never ended")
+				}
+				ld.halt()
 
-			gap := ld.longestGap(trigger)
-			ld.mu.Lock()
-			defer ld.mu.Unlock()
-			f := figures{name: tc.name, calls: ld.calls, failed: len(ld.failed), subFailed: len(ld.subFailures), longest: ld.longest, gap: gap}
-			if len(ld.streamEnds) == 0 {
-				t.Fatal("the event stream never ended")
-			}
-			end := ld.streamEnds[0]
-			f.streamEnd = end.at.Sub(trigger)
-			if st := status.Convert(end.err); st.Code() != codes.Unavailable || !strings.Contains(st.Message(), "subscribe again") {
-				t.Errorf("the stream ended with %v, want Unavailable ... subscribe again", end.err)
-			}
-			f.resub = ld.subscribed[1].Sub(trigger)
-			if tc.zeroFail && (f.failed > 0 || f.subFailed > 0) {
-				t.Errorf("%d of %d calls failed, %d subscriptions failed: %q %q", f.failed, f.calls, f.subFailed, first(ld.failed), first(ld.subFailures))
-			}
-			if len(ld.failed) > 0 {
-				t.Logf("first failure: %s", ld.failed[0])
-			}
-			mu.Lock()
-			all = append(all, f)
-			mu.Unlock()
-		})
+				gap := ld.longestGap(trigger)
+				ld.mu.Lock()
+				defer ld.mu.Unlock()
+				f := figures{name: core + "/" + tc.name, calls: ld.calls, failed: len(ld.failed), subFailed: len(ld.subFailures), longest: ld.longest, gap: gap}
+				if len(ld.streamEnds) == 0 {
+					t.Fatal("the event stream never ended")
+				}
+				end := ld.streamEnds[0]
+				f.streamEnd = end.at.Sub(trigger)
+				if st := status.Convert(end.err); st.Code() != codes.Unavailable || !strings.Contains(st.Message(), "subscribe again") {
+					t.Errorf("the stream ended with %v, want Unavailable ... subscribe again", end.err)
+				}
+				f.resub = ld.subscribed[1].Sub(trigger)
+				if tc.zeroFail && (f.failed > 0 || f.subFailed > 0) {
+					t.Errorf("%d of %d calls failed, %d subscriptions failed: %q %q", f.failed, f.calls, f.subFailed, first(ld.failed), first(ld.subFailures))
+				}
+				if len(ld.failed) > 0 {
+					t.Logf("first failure: %s", ld.failed[0])
+				}
+				mu.Lock()
+				all = append(all, f)
+				mu.Unlock()
+			})
+		}
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "restart figures (50 calls/s, one event stream, a %v StopContainer in flight; times from the restart's trigger):\n", slow)
-	fmt.Fprintf(&b, "%-20s %6s %7s %9s %12s %14s %13s %16s\n", "case", "calls", "failed", "sub-fail", "longest-call", "longest-no-ans", "stream-ended", "new-process-sub")
+	fmt.Fprintf(&b, "%-26s %6s %7s %9s %12s %14s %13s %16s\n", "case", "calls", "failed", "sub-fail", "longest-call", "longest-no-ans", "stream-ended", "new-process-sub")
 	for _, f := range all {
-		fmt.Fprintf(&b, "%-20s %6d %7d %9d %12v %14v %13v %16v\n", f.name, f.calls, f.failed, f.subFailed,
+		fmt.Fprintf(&b, "%-26s %6d %7d %9d %12v %14v %13v %16v\n", f.name, f.calls, f.failed, f.subFailed,
 			f.longest.Round(time.Millisecond), f.gap.Round(time.Millisecond), f.streamEnd.Round(100*time.Microsecond), f.resub.Round(100*time.Microsecond))
 	}
 	t.Log("\n" + b.String())
